@@ -1,0 +1,508 @@
+"""The :class:`Hub`: the object an application holds.
+
+It wires the local supervisor, the registry and the hook manager together and exposes the
+public API (start/stop children, lookups, messaging). Reads are local and need no network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType, TracebackType
+from typing import Any, Literal
+
+from .errors import (
+    AlreadyStarted,
+    HubClosed,
+    HubError,
+    InvalidSpec,
+    NotFound,
+    Timeout,
+)
+from .events import (
+    ChildBuried,
+    ChildCrashed,
+    ChildStarted,
+    ChildStopped,
+    Hook,
+    PidInserted,
+    PidRemoved,
+    PidUpdate,
+)
+from .events_pump import EventPump
+from .hooks import HookHandler, HookManager
+from .pid import Pid
+from .process import Call, ProcessContext
+from .registry import Entry, Registry
+from .spec import ChildSpec, RegistryRecord, StartResult, StopResult
+from .supervisor import Backoff, Buried, Child, RemovalKind, Supervisor
+
+__all__ = ["Hub"]
+
+logger = logging.getLogger(__name__)
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+HookConfig = Mapping[Hook | str, HookHandler | Sequence[HookHandler]]
+
+
+class Hub:
+    """A process hub on this node.
+
+    Use it as ``async with Hub("orders") as hub: ...`` or with ``await hub.start()`` /
+    ``await hub.stop()``. A hub is started once; after :meth:`stop` it stays closed.
+    """
+
+    def __init__(
+        self,
+        hub_id: str,
+        *,
+        node: str | None = None,
+        hooks: HookConfig | None = None,
+        child_specs: Iterable[ChildSpec] = (),
+        mailbox_limit: int = 10_000,
+        restart_backoff: Backoff | None = None,
+        start_timeout: float = 5.0,
+        call_timeout: float = 5.0,
+        event_queue_limit: int = 100_000,
+    ) -> None:
+        if not isinstance(hub_id, str) or not hub_id:
+            raise InvalidSpec(f"hub_id must be a non-empty string, got {hub_id!r}")
+        if node is not None and (not isinstance(node, str) or not node):
+            raise InvalidSpec(f"node must be a non-empty string, got {node!r}")
+        for name, value in (("start_timeout", start_timeout), ("call_timeout", call_timeout)):
+            if not isinstance(value, int | float) or value <= 0:
+                raise InvalidSpec(f"{name} must be a positive number, got {value!r}")
+        if type(mailbox_limit) is not int or mailbox_limit < 1:
+            raise InvalidSpec(f"mailbox_limit must be a positive int, got {mailbox_limit!r}")
+        self.hub_id = hub_id
+        self.node = node or f"{socket.gethostname()}-{os.getpid()}"
+        self.boot_id = secrets.token_hex(8)
+        self.hooks = HookManager(name=f"hub:{hub_id}")
+        for event, handlers in (hooks or {}).items():
+            self.hooks.register(event, handlers)
+        self._static_specs = _check_specs(child_specs)
+        self._start_timeout = float(start_timeout)
+        self._call_timeout = float(call_timeout)
+        self._registry = Registry(self.node, self.boot_id)
+        self._supervisor = Supervisor(
+            self.node,
+            self.boot_id,
+            self,
+            hub=self,
+            mailbox_limit=mailbox_limit,
+            backoff=restart_backoff,
+        )
+        self._by_local_id: dict[int, Child] = {}
+        self._events = EventPump(self.hooks, name=f"hub:{hub_id}:events", limit=event_queue_limit)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._state: Literal["new", "running", "draining", "stopping", "stopped"] = "new"
+
+    def __repr__(self) -> str:
+        return f"<Hub {self.hub_id!r} node={self.node!r} {self._state}>"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> Hub:
+        """Start the hub and its static ``child_specs`` (a failing one stops the hub again)."""
+        if self._state != "new":
+            raise HubClosed(f"hub {self.hub_id!r} was already started")
+        self._state = "running"
+        self._events.start()
+        logger.info("hub %s started on node %s (boot %s)", self.hub_id, self.node, self.boot_id)
+        if self._static_specs:
+            result = await self.start_children(self._static_specs, timeout=self._start_timeout)
+            if result.errors:
+                await self.stop("static children failed")
+                raise result.errors[0][1]
+        return self
+
+    async def stop(self, reason: str = "shutdown") -> None:
+        """Stop every local child (``terminate`` within each ``shutdown_timeout``), deliver the
+        remaining hook events, and cancel and await every task the hub owns. Idempotent."""
+        if self._state in ("stopping", "stopped"):
+            return
+        if self._state == "new":
+            self._state = "stopped"
+            await self.hooks.aclose()
+            return
+        self._state = "stopping"
+        logger.info("hub %s on %s stopping: %s", self.hub_id, self.node, reason)
+        await self.hooks.dispatch(Hook.COORDINATOR_SHUTDOWN, reason)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._supervisor.close(reason)
+        await self._events.aclose()
+        await self.hooks.aclose()
+        self._state = "stopped"
+        logger.info("hub %s on %s stopped", self.hub_id, self.node)
+
+    async def drain(self) -> StopResult:
+        """Refuse new children and stop the local ones gracefully (``reason="drain"``)."""
+        self._check_running()
+        self._state = "draining"
+        ids = list(self._supervisor.children)
+        return await self._stop_local(ids, "drain")
+
+    async def __aenter__(self) -> Hub:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def is_alive(self) -> bool:
+        return self._state in ("running", "draining")
+
+    def is_locked(self) -> bool:
+        """Whether the partition strategy refuses changes (never, on a single node)."""
+        return False
+
+    def is_partitioned(self) -> bool:
+        return False
+
+    def nodes(self, include_local: bool = False) -> list[str]:
+        """Sorted names of the hub's live member nodes."""
+        return [self.node] if include_local else []
+
+    def _check_running(self) -> None:
+        if self._state != "running":
+            raise HubClosed(f"hub {self.hub_id!r} is {self._state}")
+
+    # -- starting and stopping children --------------------------------------------------------
+
+    async def start_children(
+        self,
+        specs: Iterable[ChildSpec],
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        on_failure: Literal["continue", "rollback"] = "continue",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> StartResult:
+        """Start children. With ``wait`` (the default), return once each has finished ``init``
+        (or failed, or ``timeout`` ran out); otherwise return ``status="accepted"`` at once.
+        ``on_failure="rollback"`` stops the started ones again if any failed. ``metadata`` is
+        attached to every child of the request (see :meth:`tag_query`)."""
+        self._check_running()
+        specs = _check_specs(specs)
+        if on_failure not in ("continue", "rollback"):
+            raise InvalidSpec(f"on_failure must be 'continue' or 'rollback', got {on_failure!r}")
+        wait_for = _check_timeout(timeout, self._start_timeout)
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise InvalidSpec(f"metadata must be a mapping, got {type(metadata).__name__}")
+        meta = MappingProxyType(dict(metadata)) if metadata else _EMPTY
+        hooks = self.hooks
+        if hooks.has_handlers(Hook.PRE_CHILDREN_START):
+            await hooks.dispatch(Hook.PRE_CHILDREN_START, specs)
+        errors: list[tuple[str, HubError]] = []
+        if hooks.has_handlers(Hook.CHILD_DATA_ALTER):
+            specs, errors = await self._alter_specs(specs)
+        todo: list[tuple[ChildSpec, Mapping[str, Any], Any]] = []
+        registry = self._registry
+        for spec in specs:
+            if spec.id in registry:
+                where = [n for n, _ in registry.lookup(spec.id)]
+                errors.append((spec.id, AlreadyStarted(spec.id, ", ".join(where))))
+            else:
+                todo.append((spec, meta, None))
+        if not wait:
+            self._own(self._finish_start(todo, errors, wait_for, on_failure), "start")
+            return StartResult("accepted", errors=list(errors))
+        return await self._finish_start(todo, errors, wait_for, on_failure)
+
+    async def start_child(
+        self,
+        spec: ChildSpec,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> StartResult:
+        """Start one child (see :meth:`start_children`)."""
+        return await self.start_children([spec], wait=wait, timeout=timeout, metadata=metadata)
+
+    async def _alter_specs(
+        self, specs: list[ChildSpec]
+    ) -> tuple[list[ChildSpec], list[tuple[str, HubError]]]:
+        altered: list[ChildSpec] = []
+        errors: list[tuple[str, HubError]] = []
+        for spec in specs:
+            new = await self.hooks.alter(Hook.CHILD_DATA_ALTER, spec)
+            if isinstance(new, ChildSpec) and new.id == spec.id:
+                altered.append(new)
+            else:
+                why = f"{Hook.CHILD_DATA_ALTER} handlers returned {new!r} for {spec.id!r}"
+                logger.error("%s; the child is not started", why)
+                errors.append((spec.id, InvalidSpec(why)))
+        return altered, errors
+
+    async def _finish_start(
+        self,
+        todo: list[tuple[ChildSpec, Mapping[str, Any], Any]],
+        errors: list[tuple[str, HubError]],
+        timeout: float,
+        on_failure: str,
+    ) -> StartResult:
+        results = await self._supervisor.start_batch(todo, timeout) if todo else {}
+        started: list[tuple[str, list[tuple[str, Pid]]]] = []
+        node = self.node
+        for spec, _, _ in todo:
+            child_id = spec.id
+            outcome = results[child_id]
+            if isinstance(outcome, Pid):
+                started.append((child_id, [(node, outcome)]))
+            else:
+                errors.append((child_id, outcome))
+        if started and self._events.wants(Hook.PROCESS_STARTUPS):
+            self._events.emit(Hook.PROCESS_STARTUPS, [(cid, where[0][1]) for cid, where in started])
+        rolled_back: list[str] = []
+        if errors and on_failure == "rollback" and started:
+            rolled_back = [cid for cid, _ in started]
+            await self._stop_local(rolled_back, "rollback")
+            started = []
+        await self._events.flush()
+        if self.hooks.has_handlers(Hook.POST_CHILDREN_START):
+            report = [ChildStarted(cid, "ok", where[0][1], [node]) for cid, where in started]
+            report += [
+                ChildStarted(cid, _result_word(exc), None, [])
+                for cid, exc in errors
+            ]  # fmt: skip
+            await self.hooks.dispatch(Hook.POST_CHILDREN_START, report)
+        return StartResult("error" if errors else "ok", started, errors, rolled_back)
+
+    async def stop_children(
+        self,
+        child_ids: Iterable[str],
+        *,
+        wait: bool = True,
+        reason: Any = "shutdown",
+    ) -> StopResult:
+        """Stop children by id: each gets ``terminate(reason)`` within its
+        ``shutdown_timeout`` and is cancelled after that. Unknown ids are reported as
+        :class:`NotFound` errors in the result."""
+        if self._state not in ("running", "draining"):
+            raise HubClosed(f"hub {self.hub_id!r} is {self._state}")
+        if isinstance(child_ids, str):
+            raise InvalidSpec("stop_children takes a list of ids (use stop_child for one)")
+        ids = list(dict.fromkeys(child_ids))
+        if not wait:
+            self._own(self._stop_local(ids, reason), "stop")
+            return StopResult("accepted")
+        return await self._stop_local(ids, reason)
+
+    async def stop_child(
+        self, child_id: str, *, wait: bool = True, reason: Any = "shutdown"
+    ) -> StopResult:
+        """Stop one child (see :meth:`stop_children`)."""
+        return await self.stop_children([child_id], wait=wait, reason=reason)
+
+    async def _stop_local(self, ids: list[str], reason: Any) -> StopResult:
+        supervisor = self._supervisor
+        present = [cid for cid in ids if supervisor.get(cid) is not None]
+        errors: list[tuple[str, HubError]] = [
+            (cid, NotFound(cid)) for cid in ids if supervisor.get(cid) is None
+        ]
+        outcomes = await asyncio.gather(
+            *(supervisor.stop(cid, reason) for cid in present), return_exceptions=True
+        )
+        stopped: list[tuple[str, list[str]]] = []
+        for cid, outcome in zip(present, outcomes, strict=True):
+            if isinstance(outcome, HubError):
+                errors.append((cid, outcome))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                stopped.append((cid, [self.node]))
+        await self._events.flush()
+        return StopResult("error" if errors else "ok", stopped, errors)
+
+    def _own(self, coro: Any, what: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=f"hub:{self.hub_id}:{what}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("hub %s: background %s failed", self.hub_id, task.get_name(),
+                         exc_info=task.exception())  # fmt: skip
+
+    # -- reads (local, no network) -------------------------------------------------------------
+
+    def lookup(self, child_id: str) -> list[tuple[str, Pid]]:
+        """``[(node, pid)]`` where ``child_id`` runs; empty if unknown."""
+        return self._registry.lookup(child_id)
+
+    def get_pid(self, child_id: str) -> Pid | None:
+        """The pid of ``child_id`` (the first by node name when it runs on several)."""
+        found = self._registry.lookup(child_id)
+        return found[0][1] if found else None
+
+    def get_pids(self, child_id: str) -> list[Pid]:
+        return [pid for _, pid in self._registry.lookup(child_id)]
+
+    def process_list(self, scope: Literal["global", "local"] = "global") -> list[Any]:
+        """``"global"``: ``[(child_id, [(node, pid)])]``; ``"local"``: ``[(child_id, pid)]``;
+        both sorted by child id."""
+        if scope == "local":
+            local = self._registry.local.entries
+            return [(cid, local[cid].pid) for cid in sorted(local)]
+        if scope != "global":
+            raise InvalidSpec(f"scope must be 'global' or 'local', got {scope!r}")
+        return [
+            (cid, [(node, e.pid) for node, e in where])
+            for cid, where in self._registry.by_child().items()
+        ]
+
+    def registry_dump(self) -> dict[str, RegistryRecord]:
+        """Every child: its spec, where it runs and its start metadata."""
+        return {
+            cid: RegistryRecord(
+                where[0][1].spec, [(n, e.pid) for n, e in where], where[0][1].metadata
+            )
+            for cid, where in self._registry.by_child().items()
+        }
+
+    def tag_query(self, tag: Any) -> list[tuple[str, list[tuple[str, Pid]]]]:
+        """Children whose metadata (start metadata, then spec metadata) has ``tag`` as its
+        ``"tag"`` value or among its ``"tags"``."""
+        found = []
+        for cid, where in self._registry.by_child().items():
+            entry = where[0][1]
+            if _has_tag(entry.metadata, tag) or _has_tag(entry.spec.metadata, tag):
+                found.append((cid, [(n, e.pid) for n, e in where]))
+        return found
+
+    def buried(self) -> list[Buried]:
+        """Children of this node buried after exhausting their restart intensity (most recent
+        last, bounded): their spec, last error and crash count."""
+        return self._supervisor.buried()
+
+    # -- messaging -----------------------------------------------------------------------------
+
+    async def cast(self, target: str | Pid, message: Any) -> None:
+        """Send ``message`` without waiting for an answer. ``target`` is a child id or a pid
+        (that exact instance). Raises :class:`NotFound` or :class:`MailboxFull`."""
+        ctx = self._target(target)
+        ctx.deliver(message)
+
+    async def call(self, target: str | Pid, message: Any, *, timeout: float | None = None) -> Any:
+        """Send ``message`` and return the reply. Raises :class:`NotFound`, :class:`Timeout`
+        after ``timeout`` seconds (default ``call_timeout``), or :class:`CallFailed` when the
+        process crashed handling it. A call sent while the child restarts is answered by the next
+        instance (the mailbox survives restarts)."""
+        limit = _check_timeout(timeout, self._call_timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        ctx = self._target(target)
+        future: asyncio.Future[Any] = loop.create_future()
+        ctx.deliver(Call(message, future))
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await future
+        except TimeoutError:
+            raise Timeout(f"call to {target} got no reply within {limit}s") from None
+
+    def _target(self, target: str | Pid) -> ProcessContext:
+        if isinstance(target, Pid):
+            child = self._by_local_id.get(target.local_id)
+            ctx = child.ctx if child is not None else None
+            if ctx is None or ctx.pid != target or child is None or child.state != "running":
+                raise NotFound(target)
+            return ctx
+        if not isinstance(target, str):
+            raise InvalidSpec(f"target must be a child id or a Pid, got {type(target).__name__}")
+        if self._state not in ("running", "draining"):
+            raise HubClosed(f"hub {self.hub_id!r} is {self._state}")
+        child = self._supervisor.get(target)
+        if child is None or child.ctx is None:
+            raise NotFound(target)
+        return child.ctx  # starting or restarting: the mailbox is kept for the next instance
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    async def fire_hook(self, name: str, *, wait: bool = True, **kwargs: Any) -> None:
+        """Fire a user hook (see :meth:`HookManager.fire`)."""
+        await self.hooks.fire(name, wait=wait, **kwargs)
+
+    # -- supervisor listener (synchronous, called from task callbacks) -------------------------
+
+    def child_started(self, child: Child, restarted: bool) -> None:
+        ctx = child.ctx
+        assert ctx is not None
+        pid = ctx.pid
+        self._by_local_id[pid.local_id] = child
+        self._registry.put(Entry(child.spec, pid, child.metadata))
+        events = self._events
+        cid = child.spec.id
+        if events.wants(Hook.REGISTRY_PID_INSERTED):
+            events.emit(Hook.REGISTRY_PID_INSERTED, PidInserted(cid, [(self.node, pid)]))
+        if restarted:
+            events.emit(Hook.CHILD_PROCESS_PID_UPDATE, PidUpdate(self.node, cid, pid))
+            events.emit(Hook.PROCESS_STARTUPS, [(cid, pid)])
+
+    def child_crashed(self, child: Child, error: BaseException, attempt: int) -> None:
+        ctx = child.ctx
+        if ctx is not None:
+            self._by_local_id.pop(ctx.pid.local_id, None)
+        self._events.emit(Hook.CHILD_CRASHED, ChildCrashed(child.spec.id, error, attempt))
+
+    def child_removed(self, child: Child, kind: RemovalKind, reason: Any) -> None:
+        cid = child.spec.id
+        ctx = child.ctx
+        if ctx is not None:
+            self._by_local_id.pop(ctx.pid.local_id, None)
+        self._registry.delete(cid)
+        events = self._events
+        events.emit(Hook.REGISTRY_PID_REMOVED, PidRemoved(cid, [self.node]))
+        if kind == "stopped":
+            events.emit(Hook.CHILD_STOPPED, ChildStopped(cid, reason))
+        elif kind == "buried":
+            events.emit(Hook.CHILD_BURIED, ChildBuried(cid, reason.error, reason.attempts))
+
+
+def _check_specs(specs: Iterable[ChildSpec]) -> list[ChildSpec]:
+    if isinstance(specs, ChildSpec):
+        raise InvalidSpec("expected a list of ChildSpec (use start_child for one)")
+    checked = list(specs)
+    seen: set[str] = set()
+    for spec in checked:
+        if not isinstance(spec, ChildSpec):
+            raise InvalidSpec(f"expected ChildSpec, got {type(spec).__name__}: {spec!r}")
+        if spec.id in seen:
+            raise InvalidSpec(f"child id {spec.id!r} appears twice in one request")
+        seen.add(spec.id)
+    return checked
+
+
+def _check_timeout(timeout: float | None, default: float) -> float:
+    if timeout is None:
+        return default
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0:
+        raise InvalidSpec(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
+
+
+def _result_word(exc: HubError) -> str:
+    if isinstance(exc, AlreadyStarted):
+        return "already_started"
+    return f"error: {exc}"
+
+
+def _has_tag(metadata: Mapping[str, Any], tag: Any) -> bool:
+    if not metadata:
+        return False
+    if metadata.get("tag") == tag:
+        return True
+    tags = metadata.get("tags")
+    return isinstance(tags, list | tuple | set | frozenset) and tag in tags

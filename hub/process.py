@@ -1,0 +1,273 @@
+"""Processes: the children a hub runs.
+
+A child is either a :class:`Process` subclass (``init``, ``handle_cast``, ``handle_call``,
+``terminate``, and the handover pair used by hot migration) or a function process
+``async def fn(ctx, *args, **kwargs)`` that reads its mailbox with ``await ctx.receive()``.
+
+The mailbox is deliberately lean: an idle process owns no queue at all, only the one future it
+awaits, so it costs less memory than a raw task waiting on an :class:`asyncio.Queue`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from .errors import CallFailed, MailboxFull, Timeout
+from .pid import Pid
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+__all__ = ["NORMAL_REASONS", "Call", "Process", "ProcessContext", "ProcessExit"]
+
+#: Exit reasons that count as a normal exit (a ``transient`` child is not restarted).
+NORMAL_REASONS = frozenset(("normal", "shutdown"))
+
+
+class ProcessExit(BaseException):
+    """Raised by :meth:`ProcessContext.stop` to end the process with ``reason``.
+
+    A ``BaseException`` so that ``except Exception`` in user code does not swallow it.
+    """
+
+    def __init__(self, reason: Any = "normal") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Call:
+    """A request that expects a reply. :class:`Process` subclasses never see it (their
+    ``handle_call`` return value is the reply); a function process receives it from
+    :meth:`ProcessContext.receive` and answers with :meth:`reply` or :meth:`fail`."""
+
+    __slots__ = ("_future", "message")
+
+    def __init__(self, message: Any, future: asyncio.Future[Any]) -> None:
+        self.message = message
+        self._future = future
+
+    def reply(self, value: Any) -> None:
+        if not self._future.done():
+            self._future.set_result(value)
+
+    def fail(self, error: BaseException) -> None:
+        if not self._future.done():
+            self._future.set_exception(error)
+
+    @property
+    def answered(self) -> bool:
+        return self._future.done()
+
+    def __repr__(self) -> str:
+        return f"Call({self.message!r})"
+
+
+class _Stop:
+    """Mailbox control message: finish (``terminate``) and exit; optionally hand over state."""
+
+    __slots__ = ("handover", "reason")
+
+    def __init__(self, reason: Any, handover: bool) -> None:
+        self.reason = reason
+        self.handover = handover
+
+
+class ProcessContext:
+    """What a process knows about itself, and its mailbox.
+
+    ``child_id``, ``pid``, ``node`` and ``hub`` identify it; ``mode`` is ``"active"`` (or
+    ``"passive"`` for a replica under replication).
+    """
+
+    __slots__ = ("_box", "_limit", "_waiter", "child_id", "hub", "mode", "pid")
+
+    def __init__(self, child_id: str, pid: Pid, hub: Hub | None, limit: int) -> None:
+        self.child_id = child_id
+        self.pid = pid
+        self.hub = hub
+        self.mode = "active"
+        self._limit = limit
+        self._box: deque[Any] | None = None
+        self._waiter: asyncio.Future[Any] | None = None
+
+    @property
+    def node(self) -> str:
+        return self.pid.node
+
+    def __repr__(self) -> str:
+        return f"<ProcessContext {self.child_id!r} {self.pid}>"
+
+    # -- the process side -------------------------------------------------------------------
+
+    async def receive(self, timeout: float | None = None) -> Any:
+        """The next message (a cast's payload, or a :class:`Call` to answer).
+
+        Waits up to ``timeout`` seconds (forever when ``None``) and raises :class:`hub.Timeout`.
+        A message is never lost: if the wait is cancelled just as a message arrives, the
+        message stays first in the mailbox.
+        """
+        box = self._box
+        if box:
+            return box.popleft()
+        if self._waiter is not None:
+            raise RuntimeError(f"{self.child_id}: receive() is already waiting in another task")
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        try:
+            if timeout is None:
+                return await waiter
+            async with asyncio.timeout(timeout):
+                return await waiter
+        except TimeoutError:
+            if waiter.done() and not waiter.cancelled():
+                return waiter.result()
+            raise Timeout(f"{self.child_id}: no message within {timeout}s") from None
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._requeue(waiter.result())
+            raise
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
+
+    def stop(self, reason: Any = "normal") -> NoReturn:
+        """End this process with ``reason`` (call it from the process itself).
+
+        ``"normal"`` and ``"shutdown"`` are normal exits; any other reason is abnormal, so a
+        ``transient`` child is restarted after it.
+        """
+        raise ProcessExit(reason)
+
+    def pending(self) -> int:
+        """Number of messages waiting in the mailbox."""
+        return len(self._box) if self._box else 0
+
+    # -- the hub side -----------------------------------------------------------------------
+
+    def deliver(self, message: Any) -> None:
+        """Put ``message`` in the mailbox; raises :class:`hub.MailboxFull` at the limit."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            self._waiter = None
+            waiter.set_result(message)
+            return
+        box = self._box
+        if box is None:
+            box = self._box = deque()
+        elif len(box) >= self._limit:
+            raise MailboxFull(self.pid, self._limit)
+        box.append(message)
+
+    def _inherit(self, previous: ProcessContext) -> None:
+        """Take over the mailbox of the previous instance (a restart keeps the mailbox)."""
+        self._box, previous._box = previous._box, None
+
+    def _requeue(self, message: Any) -> None:
+        if self._box is None:
+            self._box = deque()
+        self._box.appendleft(message)
+
+    def _request_stop(self, stop: _Stop) -> None:
+        """Control messages jump the queue and ignore the limit."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            self._waiter = None
+            waiter.set_result(stop)
+        else:
+            self._requeue(stop)
+
+    def _close(self, reason: Any) -> int:
+        """Fail every pending call (the process is gone) and drop the rest. Returns the number
+        of messages that were still queued."""
+        box, self._box = self._box, None
+        if not box:
+            return 0
+        for message in box:
+            if type(message) is Call:
+                message.fail(CallFailed(self.child_id, f"process exited ({reason!r})"))
+        return len(box)
+
+
+class Process:
+    """Base class of a class-based child. Override what you need; every hook is optional.
+
+    ``self.ctx`` (a :class:`ProcessContext`) is set before :meth:`init` runs.
+    """
+
+    ctx: ProcessContext
+
+    async def init(self, *args: Any, **kwargs: Any) -> None:
+        """Called once per instance with the spec's ``args`` and ``kwargs``. If it raises,
+        the start fails (first start) or counts as a crash (restart)."""
+
+    async def handle_cast(self, message: Any) -> None:
+        """A fire-and-forget message."""
+
+    async def handle_call(self, message: Any) -> Any:
+        """A request; the return value is the reply. Raising crashes the process (the caller
+        gets :class:`hub.CallFailed`) and the restart policy applies."""
+        raise NotImplementedError(f"{type(self).__name__} does not handle calls")
+
+    async def terminate(self, reason: Any) -> None:
+        """Called when the process stops (``reason`` is the stop reason) or crashes (``reason``
+        is the exception). Bounded by the spec's ``shutdown_timeout``."""
+
+    def handover_state(self) -> Any:
+        """State to hand to the next instance when the child migrates (msgpack-able)."""
+        return None
+
+    async def receive_handover(self, state: Any) -> None:
+        """Receive the previous instance's :meth:`handover_state`, right after :meth:`init`."""
+
+
+async def serve(
+    proc: Process,
+    ctx: ProcessContext,
+    args: tuple[Any, ...],
+    kwargs: Any,
+    handover: Any,
+    started: Any,
+) -> Any:
+    """Run a :class:`Process` instance: init, report ``started(ctx)``, then serve the mailbox.
+
+    Returns the exit reason, or ``(reason, state)`` when stopped with handover.
+    """
+    await proc.init(*args, **kwargs)
+    if handover is not None:
+        await proc.receive_handover(handover)
+    started(ctx)
+    receive = ctx.receive
+    handle_cast = proc.handle_cast
+    try:
+        while True:
+            message = await receive()
+            kind = type(message)
+            if kind is Call:
+                try:
+                    reply = await proc.handle_call(message.message)
+                except ProcessExit as exit_:
+                    message.fail(CallFailed(ctx.child_id, f"process exited ({exit_.reason!r})"))
+                    raise
+                except Exception as exc:
+                    failed = CallFailed(ctx.child_id, repr(exc))
+                    failed.__cause__ = exc
+                    message.fail(failed)
+                    raise
+                message.reply(reply)
+            elif kind is _Stop:
+                state = proc.handover_state() if message.handover else None
+                await proc.terminate(message.reason)
+                return (message.reason, state) if message.handover else message.reason
+            else:
+                await handle_cast(message)
+    except ProcessExit as exit_:
+        await proc.terminate(exit_.reason)
+        raise
+    except Exception as exc:
+        try:
+            await proc.terminate(exc)
+        except Exception as terminate_error:
+            exc.add_note(f"terminate() also raised: {terminate_error!r}")
+        raise

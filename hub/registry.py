@@ -1,0 +1,260 @@
+"""The cluster registry: where every child runs.
+
+Pure data structure, no I/O. The registry is the union of per-node *partitions*. A node alone
+writes its own partition (the children it runs); every write bumps the partition's version and
+is kept in a bounded change log. Other nodes hold replicas of that partition and apply its
+changes strictly in version order (:meth:`Registry.apply`); a gap, or a writer whose log no longer
+reaches back far enough, is answered with a full snapshot. Since each partition has one writer,
+no two writes can conflict, and two registries that hold the same partition versions are equal.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+from .pid import Pid
+from .spec import ChildSpec
+
+__all__ = [
+    "Change",
+    "Delta",
+    "Entry",
+    "Partition",
+    "Registry",
+    "Snapshot",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One child in one node's partition."""
+
+    spec: ChildSpec
+    pid: Pid
+    metadata: Mapping[str, Any]
+
+    @property
+    def child_id(self) -> str:
+        return self.spec.id
+
+
+class Delta(NamedTuple):
+    """Changes of one partition from version ``base`` to ``version``. ``ops`` are
+    ``(child_id, entry)`` for an upsert and ``(child_id, None)`` for a removal."""
+
+    node: str
+    boot_id: str
+    base: int
+    version: int
+    ops: tuple[tuple[str, Entry | None], ...]
+
+
+class Snapshot(NamedTuple):
+    """A whole partition at ``version``."""
+
+    node: str
+    boot_id: str
+    version: int
+    entries: tuple[Entry, ...]
+
+
+class Change(NamedTuple):
+    """What an operation did to the cluster view of one child: ``kind`` is ``"inserted"`` (the
+    entry is new or its pid changed) or ``"removed"``."""
+
+    kind: Literal["inserted", "removed"]
+    child_id: str
+    node: str
+    pid: Pid | None
+
+
+class Partition:
+    """One node's entries, a version, and a bounded log of recent changes."""
+
+    __slots__ = ("_log", "boot_id", "entries", "node", "version")
+
+    def __init__(self, node: str, boot_id: str, log_size: int = 0) -> None:
+        self.node = node
+        self.boot_id = boot_id
+        self.version = 0
+        self.entries: dict[str, Entry] = {}
+        self._log: deque[tuple[int, str, Entry | None]] | None = (
+            deque(maxlen=log_size) if log_size else None
+        )
+
+    def changes_since(self, version: int) -> Delta | None:
+        """The changes after ``version``, or ``None`` when the log does not reach back that far
+        (the reader then needs a :meth:`snapshot`)."""
+        if version == self.version:
+            return Delta(self.node, self.boot_id, version, version, ())
+        log = self._log
+        if log is None or version > self.version or not log or log[0][0] > version + 1:
+            return None
+        ops = tuple((cid, entry) for v, cid, entry in log if v > version)
+        return Delta(self.node, self.boot_id, version, self.version, ops)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.node, self.boot_id, self.version, tuple(self.entries.values()))
+
+
+class Registry:
+    """All partitions known to this node, with the local one writable."""
+
+    def __init__(self, node: str, boot_id: str, *, log_size: int = 10_000) -> None:
+        self.node = node
+        self.local = Partition(node, boot_id, log_size)
+        self.partitions: dict[str, Partition] = {node: self.local}
+
+    # -- local writes (single writer) ----------------------------------------------------------
+
+    def put(self, entry: Entry) -> int:
+        """Insert or replace a local child. Returns the new version."""
+        local = self.local
+        local.version += 1
+        local.entries[entry.spec.id] = entry
+        if local._log is not None:
+            local._log.append((local.version, entry.spec.id, entry))
+        return local.version
+
+    def delete(self, child_id: str) -> int | None:
+        """Remove a local child. Returns the new version, or ``None`` if it was not there."""
+        local = self.local
+        if local.entries.pop(child_id, None) is None:
+            return None
+        local.version += 1
+        if local._log is not None:
+            local._log.append((local.version, child_id, None))
+        return local.version
+
+    # -- replicas ------------------------------------------------------------------------------
+
+    def apply(self, delta: Delta) -> list[Change] | None:
+        """Apply a peer's delta in version order. Returns the changes, an empty list for a
+        duplicate or stale delta, or ``None`` when there is a gap (or a new boot of that node)
+        and a snapshot is needed."""
+        if delta.node == self.node:
+            return []
+        part = self.partitions.get(delta.node)
+        changes: list[Change] = []
+        if part is None or part.boot_id != delta.boot_id:
+            if delta.base != 0:
+                return None
+            changes = self._load(delta.node, delta.boot_id, 0, ())  # a new boot replaces the old
+            part = self.partitions[delta.node]
+        if delta.version <= part.version:
+            return changes
+        if delta.base != part.version:
+            return None
+        entries = part.entries
+        for child_id, entry in delta.ops:
+            if entry is None:
+                if entries.pop(child_id, None) is not None:
+                    changes.append(Change("removed", child_id, delta.node, None))
+            else:
+                old = entries.get(child_id)
+                entries[child_id] = entry
+                if old is None or old.pid != entry.pid:
+                    changes.append(Change("inserted", child_id, delta.node, entry.pid))
+        part.version = delta.version
+        return _net(changes)
+
+    def load(self, snapshot: Snapshot) -> list[Change]:
+        """Replace a peer's partition with ``snapshot`` (if it is newer or a new boot)."""
+        if snapshot.node == self.node:
+            return []
+        part = self.partitions.get(snapshot.node)
+        same_boot = part is not None and part.boot_id == snapshot.boot_id
+        if same_boot and part is not None and snapshot.version <= part.version:
+            return []
+        return self._load(snapshot.node, snapshot.boot_id, snapshot.version, snapshot.entries)
+
+    def _load(
+        self, node: str, boot_id: str, version: int, entries: Iterable[Entry]
+    ) -> list[Change]:
+        old = self.partitions.get(node)
+        new = Partition(node, boot_id)
+        new.version = version
+        new.entries = {e.spec.id: e for e in entries}
+        self.partitions[node] = new
+        changes: list[Change] = []
+        old_entries = old.entries if old is not None else {}
+        for cid in old_entries:
+            if cid not in new.entries:
+                changes.append(Change("removed", cid, node, None))
+        for cid, entry in new.entries.items():
+            previous = old_entries.get(cid)
+            if previous is None or previous.pid != entry.pid:
+                changes.append(Change("inserted", cid, node, entry.pid))
+        return changes
+
+    def drop(self, node: str) -> list[Change]:
+        """Forget a node's partition (the node left or died)."""
+        if node == self.node:
+            raise ValueError("cannot drop the local partition")
+        part = self.partitions.pop(node, None)
+        if part is None:
+            return []
+        return [Change("removed", cid, node, None) for cid in part.entries]
+
+    def digest(self) -> dict[str, tuple[str, int]]:
+        """``{node: (boot_id, version)}`` for anti-entropy: equal digests, equal registries."""
+        return {n: (p.boot_id, p.version) for n, p in self.partitions.items()}
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def lookup(self, child_id: str) -> list[tuple[str, Pid]]:
+        """``[(node, pid)]`` for every node that runs ``child_id``, sorted by node."""
+        found = []
+        for node, part in self.partitions.items():
+            entry = part.entries.get(child_id)
+            if entry is not None:
+                found.append((node, entry.pid))
+        if len(found) > 1:
+            found.sort()
+        return found
+
+    def entries(self, child_id: str) -> list[tuple[str, Entry]]:
+        found = [
+            (node, entry)
+            for node, part in self.partitions.items()
+            if (entry := part.entries.get(child_id)) is not None
+        ]
+        found.sort(key=lambda item: item[0])
+        return found
+
+    def __contains__(self, child_id: object) -> bool:
+        return any(child_id in part.entries for part in self.partitions.values())
+
+    def __len__(self) -> int:
+        """Number of distinct children."""
+        if len(self.partitions) == 1:
+            return len(self.local.entries)
+        return len(self.child_ids())
+
+    def child_ids(self) -> set[str]:
+        ids: set[str] = set()
+        for part in self.partitions.values():
+            ids.update(part.entries)
+        return ids
+
+    def by_child(self) -> dict[str, list[tuple[str, Entry]]]:
+        """Every child with its ``(node, entry)`` list, sorted by child id then node."""
+        merged: dict[str, list[tuple[str, Entry]]] = {}
+        for node in sorted(self.partitions):
+            for cid, entry in self.partitions[node].entries.items():
+                merged.setdefault(cid, []).append((node, entry))
+        return dict(sorted(merged.items()))
+
+
+def _net(changes: list[Change]) -> list[Change]:
+    """Collapse several changes of one child within one delta into the last one."""
+    if len(changes) < 2:
+        return changes
+    last: dict[str, Change] = {}
+    for change in changes:
+        last.pop(change.child_id, None)
+        last[change.child_id] = change
+    return list(last.values())

@@ -1,0 +1,233 @@
+"""Child specifications and the results of start/stop requests.
+
+A :class:`ChildSpec` is plain data (strings, numbers, lists, maps) so it can travel between nodes
+as msgpack; the code to run is named by ``"package.module:Name"`` and resolved where it starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple
+
+from .errors import HubError, InvalidSpec
+from .pid import Pid
+
+__all__ = [
+    "ChildSpec",
+    "RegistryRecord",
+    "RestartPolicy",
+    "StartResult",
+    "StopResult",
+    "resolve_start",
+]
+
+RestartPolicy = Literal["permanent", "transient", "temporary"]
+_POLICIES = frozenset(("permanent", "transient", "temporary"))
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+MAX_CHILD_ID_LENGTH = 512
+
+
+def _start_ref(start: Any) -> str:
+    if isinstance(start, str):
+        module, sep, attr = start.partition(":")
+        if not sep or not module or not attr:
+            raise InvalidSpec(f"start must look like 'package.module:Name', got {start!r}")
+        return start
+    if callable(start):
+        module = getattr(start, "__module__", None)
+        qualname = getattr(start, "__qualname__", None)
+        if not module or not qualname or "<" in qualname:
+            raise InvalidSpec(
+                f"start {start!r} is not importable by name (lambdas and local functions cannot "
+                "travel between nodes): define it at module level or pass 'module:Name'"
+            )
+        return f"{module}:{qualname}"
+    raise InvalidSpec(f"start must be a 'module:Name' string or a callable, got {type(start)!r}")
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class ChildSpec:
+    """What to run under a cluster-unique ``id``.
+
+    ``start`` names a :class:`~hub.Process` subclass or an ``async def fn(ctx, *args)``; a
+    callable is turned into its ``"module:qualname"`` string. ``restart`` follows Erlang:
+    ``permanent`` always restarts, ``transient`` only after an abnormal exit, ``temporary``
+    never. More than ``max_restarts`` crashes within ``max_seconds`` bury the child.
+    """
+
+    id: str
+    start: str
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    restart: RestartPolicy
+    shutdown_timeout: float
+    metadata: Mapping[str, Any]
+    max_restarts: int
+    max_seconds: float
+
+    def __init__(
+        self,
+        id: str,
+        start: str | Callable[..., Any],
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        restart: RestartPolicy = "permanent",
+        shutdown_timeout: float = 5.0,
+        metadata: Mapping[str, Any] | None = None,
+        max_restarts: int = 3,
+        max_seconds: float = 5.0,
+    ) -> None:
+        if not isinstance(id, str) or not id:
+            raise InvalidSpec(f"child id must be a non-empty string, got {id!r}")
+        if len(id) > MAX_CHILD_ID_LENGTH:
+            raise InvalidSpec(f"child id longer than {MAX_CHILD_ID_LENGTH} characters")
+        if restart not in _POLICIES:
+            raise InvalidSpec(f"{id}: restart must be one of {sorted(_POLICIES)}, got {restart!r}")
+        if isinstance(args, str | bytes) or not isinstance(args, Sequence):
+            raise InvalidSpec(f"{id}: args must be a list or tuple, got {type(args).__name__}")
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise InvalidSpec(f"{id}: kwargs must be a mapping, got {type(kwargs).__name__}")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise InvalidSpec(f"{id}: metadata must be a mapping, got {type(metadata).__name__}")
+        if not _positive(shutdown_timeout):
+            raise InvalidSpec(f"{id}: shutdown_timeout must be a positive number")
+        if type(max_restarts) is not int or max_restarts < 0:
+            raise InvalidSpec(f"{id}: max_restarts must be an int >= 0")
+        if not _positive(max_seconds):
+            raise InvalidSpec(f"{id}: max_seconds must be a positive number")
+        try:
+            ref = _start_ref(start)
+        except InvalidSpec as exc:
+            raise InvalidSpec(f"{id}: {exc}") from None
+        s = object.__setattr__
+        s(self, "id", id)
+        s(self, "start", ref)
+        s(self, "args", tuple(args) if args else ())
+        s(self, "kwargs", dict(kwargs) if kwargs else _EMPTY)
+        s(self, "restart", restart)
+        s(self, "shutdown_timeout", float(shutdown_timeout))
+        s(self, "metadata", dict(metadata) if metadata else _EMPTY)
+        s(self, "max_restarts", max_restarts)
+        s(self, "max_seconds", float(max_seconds))
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        extra = "".join(
+            f", {name}={value!r}"
+            for name in ("args", "kwargs", "restart", "metadata")
+            if (value := _plain(getattr(self, name)))
+            and (name != "restart" or value != "permanent")
+        )
+        return f"ChildSpec({self.id!r}, {self.start!r}{extra})"
+
+    def replace(self, **changes: Any) -> ChildSpec:
+        """A copy with ``changes`` applied (validated like a new spec)."""
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields.update(changes)
+        return ChildSpec(**fields)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The spec as msgpack-able data."""
+        return {
+            "id": self.id,
+            "start": self.start,
+            "args": list(self.args),
+            "kwargs": dict(self.kwargs),
+            "restart": self.restart,
+            "shutdown_timeout": self.shutdown_timeout,
+            "metadata": dict(self.metadata),
+            "max_restarts": self.max_restarts,
+            "max_seconds": self.max_seconds,
+        }
+
+    @classmethod
+    def from_wire(cls, data: Any) -> ChildSpec:
+        """Rebuild a spec from :meth:`to_wire` data, refusing anything malformed."""
+        if not isinstance(data, Mapping):
+            raise InvalidSpec(f"child spec must be a map, got {type(data).__name__}")
+        unknown = set(data) - set(cls.__slots__)
+        if unknown:
+            raise InvalidSpec(f"child spec has unknown fields {sorted(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise InvalidSpec(f"malformed child spec: {exc}") from None
+
+
+def _plain(value: Any) -> Any:
+    return dict(value) if isinstance(value, MappingProxyType) else value
+
+
+def _positive(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and x > 0 and math.isfinite(x)
+
+
+def resolve_start(ref: str) -> Any:
+    """Import the object named by ``"package.module:Name"`` (dotted attributes allowed)."""
+    module_name, _, attr_path = ref.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr_path.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise LookupError(f"cannot resolve {ref!r}: {exc}") from None
+    return obj
+
+
+class RegistryRecord(NamedTuple):
+    """One child in :meth:`Hub.registry_dump`: its spec, where it runs, its start metadata."""
+
+    spec: ChildSpec
+    nodes: list[tuple[str, Pid]]
+    metadata: Mapping[str, Any]
+
+
+@dataclass(slots=True)
+class StartResult:
+    """Outcome of :meth:`Hub.start_children`.
+
+    ``status`` is ``"ok"`` (every child started), ``"error"`` (at least one failed; the
+    others started unless rolled back) or ``"accepted"`` (``wait=False``: validated and under
+    way). ``started`` lists ``(child_id, [(node, pid)])``; ``errors`` lists
+    ``(child_id, HubError)``; ``rolled_back`` lists the ids stopped again by
+    ``on_failure="rollback"``.
+    """
+
+    status: Literal["ok", "error", "accepted"]
+    started: list[tuple[str, list[tuple[str, Pid]]]] = field(default_factory=list)
+    errors: list[tuple[str, HubError]] = field(default_factory=list)
+    rolled_back: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "error"
+
+    def raise_for_errors(self) -> StartResult:
+        """Raise the first error, if any; return ``self`` otherwise (for chaining)."""
+        if self.errors:
+            raise self.errors[0][1]
+        return self
+
+
+@dataclass(slots=True)
+class StopResult:
+    """Outcome of :meth:`Hub.stop_children`: ``stopped`` lists ``(child_id, [node])``."""
+
+    status: Literal["ok", "error", "accepted"]
+    stopped: list[tuple[str, list[str]]] = field(default_factory=list)
+    errors: list[tuple[str, HubError]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "error"
+
+    def raise_for_errors(self) -> StopResult:
+        if self.errors:
+            raise self.errors[0][1]
+        return self

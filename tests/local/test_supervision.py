@@ -1,0 +1,197 @@
+"""Restart policies, restart intensity, burial, and the mailbox."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from hub import (
+    Backoff,
+    CallFailed,
+    ChildSpec,
+    Hook,
+    Hub,
+    MailboxFull,
+    NotFound,
+    PidUpdate,
+    ProcessContext,
+    Timeout,
+)
+from hub.pid import Pid
+from hub.process import Call
+from tests import procs
+from tests.conftest import Recorder, wait_until
+
+
+async def test_a_crash_restarts_in_place_with_a_new_pid(make_hub: Any, recorder: Recorder) -> None:
+    hub = await make_hub()
+    await hub.start_child(ChildSpec("c", procs.Counter, args=[7]))
+    old = hub.get_pid("c")
+    with pytest.raises(CallFailed, match="boom"):
+        await hub.call("c", "crash")
+    await wait_until(lambda: hub.get_pid("c") not in (None, old))
+    new = hub.get_pid("c")
+    assert new is not None
+    assert new.local_id != old.local_id
+    assert await hub.call("c", "get") == 7  # fresh state from init
+    await wait_until(lambda: len(recorder.of(Hook.CHILD_PROCESS_PID_UPDATE)) == 1)
+    assert recorder.of(Hook.CHILD_PROCESS_PID_UPDATE) == [PidUpdate("n1", "c", new)]
+    crashed = recorder.of(Hook.CHILD_CRASHED)
+    assert [(d.child_id, d.attempt, str(d.error)) for d in crashed] == [("c", 1, "boom")]
+    assert procs.TERMINATED[0][0] == "c"
+    assert isinstance(procs.TERMINATED[0][1], RuntimeError)
+    with pytest.raises(NotFound):
+        await hub.cast(old, {"by": 1})
+
+
+async def test_messages_sent_during_a_restart_reach_the_new_instance(make_hub: Any) -> None:
+    hub = await make_hub(restart_backoff=Backoff(base=0.05, cap=0.05))
+    await hub.start_child(ChildSpec("c", procs.Counter, args=[1]))
+    old = hub.get_pid("c")
+    with pytest.raises(CallFailed):
+        await hub.call("c", "crash")
+    await hub.cast("c", {"by": 10})  # the old instance is dying or gone: the mailbox is kept
+    answered_by = await hub.call("c", "pid", timeout=5)
+    assert answered_by != old
+    assert answered_by == hub.get_pid("c")
+    assert await hub.call("c", "get") == 11
+    with pytest.raises(NotFound):
+        await hub.call(old, "get")
+
+
+@pytest.mark.parametrize(
+    ("policy", "message", "restarted"),
+    [
+        ("permanent", "exit", True),
+        ("permanent", "crash", True),
+        ("transient", "exit", False),
+        ("transient", "crash", True),
+        ("transient", "stop_abnormal", True),
+        ("temporary", "exit", False),
+        ("temporary", "crash", False),
+    ],
+)
+async def test_restart_policies_follow_erlang(
+    make_hub: Any, recorder: Recorder, policy: str, message: str, restarted: bool
+) -> None:
+    hub = await make_hub()
+    await hub.start_child(ChildSpec("c", procs.echo, restart=policy))  # type: ignore[arg-type]
+    old = hub.get_pid("c")
+    await hub.cast("c", message)
+    if restarted:
+        await wait_until(lambda: hub.get_pid("c") not in (None, old))
+        assert len(recorder.of(Hook.PROCESS_STARTUPS)) == 2
+    else:
+        await wait_until(lambda: hub.lookup("c") == [])
+        await hub._events.flush()
+        stopped = recorder.of(Hook.CHILD_STOPPED)
+        if message == "exit":
+            assert [(d.child_id, d.reason) for d in stopped] == [("c", "normal")]
+        else:
+            assert stopped == []
+            assert [d.child_id for d in recorder.of(Hook.CHILD_CRASHED)] == ["c"]
+
+
+async def test_a_process_can_stop_itself_normally(make_hub: Any, recorder: Recorder) -> None:
+    hub = await make_hub()
+    await hub.start_child(ChildSpec("c", procs.Counter, restart="transient"))
+    with pytest.raises(CallFailed, match="exited"):
+        await hub.call("c", "stop")
+    await wait_until(lambda: hub.lookup("c") == [])
+    await hub._events.flush()
+    assert [(d.child_id, d.reason) for d in recorder.of(Hook.CHILD_STOPPED)] == [("c", "normal")]
+    assert procs.TERMINATED == [("c", "normal")]
+
+
+async def test_restart_intensity_exhausted_buries_the_child_once(
+    make_hub: Any, recorder: Recorder
+) -> None:
+    hub = await make_hub()
+    await hub.start_child(ChildSpec("c", procs.echo, max_restarts=2, max_seconds=60))
+    for _ in range(3):
+        old = hub.get_pid("c")
+        await hub.cast("c", "crash")
+        await wait_until(lambda: hub.get_pid("c") != old)  # restarted (new pid) or removed
+    assert hub.lookup("c") == []
+    await hub._events.flush()
+    assert [d.attempt for d in recorder.of(Hook.CHILD_CRASHED)] == [1, 2, 3]
+    buried = recorder.of(Hook.CHILD_BURIED)
+    assert [(d.child_id, d.attempts, str(d.error)) for d in buried] == [("c", 3, "crash")]
+    assert [(b.child_id, b.attempts) for b in hub.buried()] == [("c", 3)]
+    assert str(hub.buried()[0].error) == "crash"
+    assert recorder.of(Hook.CHILD_STOPPED) == []
+
+
+async def test_crashes_outside_the_window_do_not_count(make_hub: Any, recorder: Recorder) -> None:
+    hub = await make_hub()
+    await hub.start_child(ChildSpec("c", procs.echo, max_restarts=1, max_seconds=0.01))
+    for _ in range(3):
+        old = hub.get_pid("c")
+        await hub.cast("c", "crash")
+        await wait_until(lambda: hub.get_pid("c") not in (None, old))
+        await asyncio.sleep(0.02)  # let the crash leave the 10 ms window (what is tested)
+    await hub._events.flush()
+    assert [d.attempt for d in recorder.of(Hook.CHILD_CRASHED)] == [1, 1, 1]
+    assert recorder.of(Hook.CHILD_BURIED) == []
+
+
+async def test_cancelling_a_child_task_counts_as_a_stop(make_hub: Any, recorder: Recorder) -> None:
+    hub = await make_hub()
+    await hub.start_child(ChildSpec("c", procs.idle))
+    hub._supervisor.get("c").task.cancel()
+    await wait_until(lambda: hub.lookup("c") == [])
+    await hub._events.flush()
+    assert [(d.child_id, d.reason) for d in recorder.of(Hook.CHILD_STOPPED)] == [("c", "cancelled")]
+
+
+async def test_mailbox_is_bounded_and_receive_has_a_timeout() -> None:
+    ctx = ProcessContext("m", Pid("n", "b", 1), None, limit=3)
+    for i in range(3):
+        ctx.deliver(i)
+    with pytest.raises(MailboxFull, match="3 messages"):
+        ctx.deliver(3)
+    assert [await ctx.receive() for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(Timeout):
+        await ctx.receive(timeout=0.01)
+    assert ctx.pending() == 0
+
+
+async def test_a_message_is_not_lost_when_receive_is_cancelled_as_it_arrives() -> None:
+    ctx = ProcessContext("m", Pid("n", "b", 1), None, limit=10)
+    task = asyncio.ensure_future(ctx.receive())
+    await asyncio.sleep(0)  # the receiver is now waiting
+    ctx.deliver("precious")  # resolves the waiter ...
+    task.cancel()  # ... and the receiver is cancelled before it resumes
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await ctx.receive(timeout=1) == "precious"
+
+
+async def test_calls_still_queued_fail_when_the_process_exits(make_hub: Any) -> None:
+    hub = await make_hub()
+    await hub.start_child(ChildSpec("e", procs.echo, restart="temporary"))
+    ctx = hub._supervisor.get("e").ctx
+    loop = asyncio.get_running_loop()
+    first: asyncio.Future[Any] = loop.create_future()
+    queued: asyncio.Future[Any] = loop.create_future()
+    ctx.deliver("exit")
+    ctx.deliver(Call("late", queued))
+    ctx.deliver(Call("later", first))
+    with pytest.raises(CallFailed, match="exited"):
+        await queued
+    with pytest.raises(CallFailed):
+        await first
+
+
+async def test_stop_with_handover_returns_state_for_the_next_instance() -> None:
+    async with Hub("h", node="n1") as hub:
+        sup = hub._supervisor
+        await hub.start_child(ChildSpec("c", procs.Counter, args=[1]))
+        await hub.cast("c", {"by": 41})
+        state = await sup.stop("c", "migrate", handover=True)
+        assert state == {"n": 42}
+        results = await sup.start_batch([(ChildSpec("c", procs.Counter), {}, state)], 5.0)
+        assert isinstance(results["c"], Pid)
+        assert await hub.call("c", "get") == 42

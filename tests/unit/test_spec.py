@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from hub import Backoff, ChildSpec, InvalidSpec, Pid
+from tests import procs
+
+
+def test_callable_start_becomes_an_importable_reference() -> None:
+    spec = ChildSpec("c", procs.Counter, args=[1], metadata={"tag": "t"})
+    assert spec.start == "tests.procs:Counter"
+    assert spec.args == (1,)
+    wire = msgpack.unpackb(msgpack.packb(spec.to_wire()))
+    assert ChildSpec.from_wire(wire) == spec
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"id": "", "start": "m:f"}, "non-empty string"),
+        ({"id": 5, "start": "m:f"}, "non-empty string"),
+        ({"id": "c", "start": "nocolon"}, "package.module:Name"),
+        ({"id": "c", "start": lambda ctx: None}, "not importable by name"),
+        ({"id": "c", "start": 42}, "callable"),
+        ({"id": "c", "start": "m:f", "restart": "sometimes"}, "restart must be"),
+        ({"id": "c", "start": "m:f", "args": "abc"}, "args must be"),
+        ({"id": "c", "start": "m:f", "shutdown_timeout": 0}, "shutdown_timeout"),
+        ({"id": "c", "start": "m:f", "max_restarts": -1}, "max_restarts"),
+        ({"id": "c", "start": "m:f", "metadata": [1]}, "metadata must be"),
+        ({"id": "x" * 600, "start": "m:f"}, "longer than"),
+    ],
+)
+def test_malformed_specs_are_refused_with_a_clear_message(kwargs: dict, message: str) -> None:
+    with pytest.raises(InvalidSpec, match=message):
+        ChildSpec(**kwargs)
+
+
+def test_from_wire_refuses_unknown_fields_and_non_maps() -> None:
+    with pytest.raises(InvalidSpec, match="unknown fields"):
+        ChildSpec.from_wire({"id": "c", "start": "m:f", "evil": 1})
+    with pytest.raises(InvalidSpec, match="must be a map"):
+        ChildSpec.from_wire([1, 2])
+    with pytest.raises(InvalidSpec, match="malformed"):
+        ChildSpec.from_wire({"id": "c"})
+
+
+def test_replace_validates() -> None:
+    spec = ChildSpec("c", "m:f")
+    assert spec.replace(args=[2]).args == (2,)
+    with pytest.raises(InvalidSpec):
+        spec.replace(restart="never")
+
+
+def test_pid_round_trips_and_prints() -> None:
+    pid = Pid("n1", "abcdef0123456789", 7)
+    assert Pid.from_wire(msgpack.unpackb(msgpack.packb(pid.to_wire()))) == pid
+    assert str(pid) == "<n1.abcdef01.7>"
+    with pytest.raises(ValueError, match="malformed pid"):
+        Pid.from_wire(["n1", "b", "7"])
+
+
+def test_backoff_grows_exponentially_with_bounded_jitter() -> None:
+    b = Backoff(base=0.1, cap=1.0)
+    assert b.delay(1, 0.0) == pytest.approx(0.05)
+    assert b.delay(1, 1.0) == pytest.approx(0.1)
+    assert b.delay(3, 1.0) == pytest.approx(0.4)
+    assert b.delay(50, 1.0) == pytest.approx(1.0)
+    assert b.delay(50, 0.0) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="base"):
+        Backoff(base=0, cap=1)
