@@ -38,14 +38,14 @@ def _start_ref(start: Any) -> str:
             raise InvalidSpec(f"start must look like 'package.module:Name', got {start!r}")
         return start
     if callable(start):
-        module = getattr(start, "__module__", None)
+        module_name = getattr(start, "__module__", None)
         qualname = getattr(start, "__qualname__", None)
-        if not module or not qualname or "<" in qualname:
+        if not isinstance(module_name, str) or not isinstance(qualname, str) or "<" in qualname:
             raise InvalidSpec(
                 f"start {start!r} is not importable by name (lambdas and local functions cannot "
                 "travel between nodes): define it at module level or pass 'module:Name'"
             )
-        return f"{module}:{qualname}"
+        return f"{module_name}:{qualname}"
     raise InvalidSpec(f"start must be a 'module:Name' string or a callable, got {type(start)!r}")
 
 

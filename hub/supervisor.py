@@ -55,7 +55,7 @@ class Backoff:
             raise ValueError("Backoff needs 0 < base <= cap")
 
     def delay(self, attempt: int, rand: float) -> float:
-        d = min(self.cap, self.base * 2 ** min(attempt - 1, 60))
+        d: float = min(self.cap, self.base * 2.0 ** min(attempt - 1, 60))
         return d / 2 + d / 2 * rand
 
 
