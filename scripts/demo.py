@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hub import WILDCARD, ChildSpec, Hook, HookHandler, Hub, Process  # noqa: E402
+from hub import WILDCARD, ChildSpec, Hook, HookHandler, Hub, HubError, Process
 
 
 class Counter(Process):
@@ -106,12 +107,14 @@ async def run(children: int) -> int:
         )
 
         print("\n4. a child that keeps crashing is buried after its restart intensity")
+        buried = asyncio.Event()
+        hub.hooks.register(Hook.CHILD_BURIED, HookHandler("demo_buried", lambda _: buried.set()))
         await hub.start_child(ChildSpec("fragile", Counter, max_restarts=2, max_seconds=60))
         for _ in range(3):
-            pid = hub.get_pid("fragile")
             await hub.cast("fragile", "crash")
-            while hub.get_pid("fragile") == pid:
-                await asyncio.sleep(0.01)
+            with contextlib.suppress(HubError):  # answered by the next instance, or buried
+                await hub.call("fragile", "get")
+        await asyncio.wait_for(buried.wait(), timeout=10)
         demo.check("fragile was buried", [b.child_id for b in hub.buried()] == ["fragile"])
 
         print("\n5. a declared user hook, type-checked on fire")
@@ -119,12 +122,16 @@ async def run(children: int) -> int:
 
         print("\n6. a scheduled hook reports the registry every 100 ms")
         ticks: list[int] = []
-        hub.hooks.register(
-            "status", HookHandler("status", lambda _: ticks.append(len(hub.process_list())))
-        )
+        three = asyncio.Event()
+
+        def status(_: Any) -> None:
+            ticks.append(len(hub.process_list()))
+            if len(ticks) == 3:
+                three.set()
+
+        hub.hooks.register("status", HookHandler("status", status))
         handle = hub.hooks.schedule("status", interval=0.1)
-        while len(ticks) < 3:
-            await asyncio.sleep(0.02)
+        await asyncio.wait_for(three.wait(), timeout=10)
         handle.cancel()
         print(f"  status ticks saw {ticks} children")
         demo.check("registry lists every counter", ticks[-1] == children)

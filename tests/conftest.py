@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hub import Backoff, Hook, HookHandler, Hub
+from hub import WILDCARD, Backoff, Hook, HookHandler, Hub
 from tests import procs
 
 
@@ -27,21 +27,13 @@ class Recorder:
         self.events: list[tuple[str, Any]] = []
 
     def handlers(self, *events: Hook) -> dict[Hook | str, list[HookHandler]]:
-        return {
-            e: [HookHandler(f"rec_{e}", self.record, [str(e), procs_wildcard()])] for e in events
-        }
+        return {e: [HookHandler(f"rec_{e}", self.record, [str(e), WILDCARD])] for e in events}
 
     def record(self, event: str, data: Any) -> None:
         self.events.append((event, data))
 
     def of(self, event: Hook) -> list[Any]:
         return [d for e, d in self.events if e == event]
-
-
-def procs_wildcard() -> Any:
-    from hub import WILDCARD
-
-    return WILDCARD
 
 
 @pytest.fixture(autouse=True)

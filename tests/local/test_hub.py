@@ -237,7 +237,7 @@ async def test_cast_and_call_reach_the_process(make_hub: Any) -> None:
 async def test_call_times_out_precisely(make_hub: Any) -> None:
     hub = await make_hub()
     await hub.start_child(ChildSpec("s", procs.Silent))
-    with pytest.raises(Timeout, match="no reply within 0.05s"):
+    with pytest.raises(Timeout, match=r"no reply within 0\.05s"):
         await hub.call("s", "anything", timeout=0.05)
     with pytest.raises(TimeoutError):  # hub.Timeout is also a TimeoutError
         await hub.call("s", "anything", timeout=0.01)

@@ -113,7 +113,7 @@ async def test_restart_intensity_exhausted_buries_the_child_once(
     for _ in range(3):
         old = hub.get_pid("c")
         await hub.cast("c", "crash")
-        await wait_until(lambda: hub.get_pid("c") != old)  # restarted (new pid) or removed
+        await wait_until(lambda old=old: hub.get_pid("c") != old)  # restarted, or removed
     assert hub.lookup("c") == []
     await hub._events.flush()
     assert [d.attempt for d in recorder.of(Hook.CHILD_CRASHED)] == [1, 2, 3]
@@ -130,7 +130,7 @@ async def test_crashes_outside_the_window_do_not_count(make_hub: Any, recorder: 
     for _ in range(3):
         old = hub.get_pid("c")
         await hub.cast("c", "crash")
-        await wait_until(lambda: hub.get_pid("c") not in (None, old))
+        await wait_until(lambda old=old: hub.get_pid("c") not in (None, old))
         await asyncio.sleep(0.02)  # let the crash leave the 10 ms window (what is tested)
     await hub._events.flush()
     assert [d.attempt for d in recorder.of(Hook.CHILD_CRASHED)] == [1, 1, 1]
