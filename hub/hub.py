@@ -11,10 +11,14 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from ssl import SSLContext
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal
 
+from .cluster.membership import Member, MemberEvent
+from .cluster.messages import State
+from .cluster.node import Node, NodeEvent
 from .errors import (
     AlreadyStarted,
     HubClosed,
@@ -61,6 +65,15 @@ class Hub:
         hub_id: str,
         *,
         node: str | None = None,
+        host: str | None = "127.0.0.1",
+        port: int = 0,
+        seeds: Iterable[str] = (),
+        cookie: str | bytes | None = None,
+        preset: str = "lan",
+        cluster: str = "processhub",
+        ssl: SSLContext | None = None,
+        client_ssl: SSLContext | None = None,
+        endpoint: Node | None = None,
         hooks: HookConfig | None = None,
         child_specs: Iterable[ChildSpec] = (),
         mailbox_limit: int = 10_000,
@@ -78,8 +91,20 @@ class Hub:
                 raise InvalidSpec(f"{name} must be a positive number, got {value!r}")
         if type(mailbox_limit) is not int or mailbox_limit < 1:
             raise InvalidSpec(f"mailbox_limit must be a positive int, got {mailbox_limit!r}")
+        if isinstance(seeds, str):
+            raise InvalidSpec("seeds must be a list of 'host:port' strings")
         self.hub_id = hub_id
-        self.node = node or f"{socket.gethostname()}-{os.getpid()}"
+        self._owns_endpoint = endpoint is None and host is not None
+        if self._owns_endpoint:
+            assert host is not None
+            endpoint = Node(
+                node, host=host, port=port, seeds=seeds, cookie=cookie, cluster=cluster,
+                preset=preset, ssl=ssl, client_ssl=client_ssl,
+            )  # fmt: skip
+        self.endpoint = endpoint
+        #: This node's name: ``node``, else ``"host:port"`` once started (or, for a standalone
+        #: hub made with ``host=None``, ``"<hostname>-<pid>"``).
+        self.node = node or (endpoint.name if endpoint else f"{socket.gethostname()}-{os.getpid()}")
         self.boot_id = secrets.token_hex(8)
         self.hooks = HookManager(name=f"hub:{hub_id}")
         for event, handlers in (hooks or {}).items():
@@ -87,15 +112,13 @@ class Hub:
         self._static_specs = _check_specs(child_specs)
         self._start_timeout = float(start_timeout)
         self._call_timeout = float(call_timeout)
+        self._mailbox_limit = mailbox_limit
+        self._backoff = restart_backoff
         self._registry = Registry(self.node, self.boot_id)
-        self._supervisor = Supervisor(
-            self.node,
-            self.boot_id,
-            self,
-            hub=self,
-            mailbox_limit=mailbox_limit,
-            backoff=restart_backoff,
-        )
+        self._supervisor = self._make_supervisor()
+        self._members: set[str] = set()
+        self._topology: asyncio.Queue[tuple[str, str]] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._by_local_id: dict[int, Child] = {}
         self._events = EventPump(self.hooks, name=f"hub:{hub_id}:events", limit=event_queue_limit)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -104,14 +127,43 @@ class Hub:
     def __repr__(self) -> str:
         return f"<Hub {self.hub_id!r} node={self.node!r} {self._state}>"
 
+    def _make_supervisor(self) -> Supervisor:
+        return Supervisor(
+            self.node,
+            self.boot_id,
+            self,
+            hub=self,
+            mailbox_limit=self._mailbox_limit,
+            backoff=self._backoff,
+        )
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> Hub:
         """Start the hub and its static ``child_specs`` (a failing one stops the hub again)."""
         if self._state != "new":
             raise HubClosed(f"hub {self.hub_id!r} was already started")
+        endpoint = self.endpoint
+        if endpoint is not None:
+            if self._owns_endpoint:
+                await endpoint.start()
+            elif endpoint._state != "running":
+                raise HubClosed("the shared endpoint node must be started before its hubs")
+            if self.node != endpoint.name:  # the name is known once the node is bound
+                self.node = endpoint.name
+                self.boot_id = endpoint.boot_id
+                self._registry = Registry(self.node, self.boot_id)
+                self._supervisor = self._make_supervisor()
         self._state = "running"
         self._events.start()
+        if endpoint is not None:
+            self._topology = asyncio.Queue(maxsize=10_000)
+            self._own(self._follow_topology(), "topology")
+            self._unsubscribe = endpoint.subscribe(self._on_node_event)
+            for member in endpoint.alive():
+                self._member_changed(member)
+            hubs = list(endpoint.meta.get("hubs", ()))
+            endpoint.update_meta(hubs=sorted({*hubs, self.hub_id}))
         logger.info("hub %s started on node %s (boot %s)", self.hub_id, self.node, self.boot_id)
         if self._static_specs:
             result = await self.start_children(self._static_specs, timeout=self._start_timeout)
@@ -132,6 +184,8 @@ class Hub:
         self._state = "stopping"
         logger.info("hub %s on %s stopping: %s", self.hub_id, self.node, reason)
         await self.hooks.dispatch(Hook.COORDINATOR_SHUTDOWN, reason)
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -139,6 +193,12 @@ class Hub:
         await self._supervisor.close(reason)
         await self._events.aclose()
         await self.hooks.aclose()
+        if self.endpoint is not None:
+            if self._owns_endpoint:
+                await self.endpoint.stop()
+            else:
+                hubs = [h for h in self.endpoint.meta.get("hubs", ()) if h != self.hub_id]
+                self.endpoint.update_meta(hubs=hubs)
         self._state = "stopped"
         logger.info("hub %s on %s stopped", self.hub_id, self.node)
 
@@ -171,8 +231,45 @@ class Hub:
         return False
 
     def nodes(self, include_local: bool = False) -> list[str]:
-        """Sorted names of the hub's live member nodes."""
-        return [self.node] if include_local else []
+        """Sorted names of the live nodes that host this hub (this one only if
+        ``include_local``)."""
+        names = self._members | {self.node} if include_local else self._members
+        return sorted(names)
+
+    # -- cluster membership --------------------------------------------------------------------
+
+    def _on_node_event(self, event: NodeEvent) -> None:
+        if isinstance(event, MemberEvent):
+            self._member_changed(event.member)
+
+    def _member_changed(self, member: Member) -> None:
+        name = member.node.name
+        if name == self.node or self._topology is None:
+            return
+        hosts_hub = self.hub_id in member.meta.get("hubs", ())
+        live = member.state in (State.ALIVE, State.SUSPECT)
+        change = "join" if live and hosts_hub else "leave"
+        try:
+            self._topology.put_nowait((change, name))
+        except asyncio.QueueFull:
+            logger.error("hub %s: topology queue full; dropped %s of %s", self.hub_id, change, name)
+
+    async def _follow_topology(self) -> None:
+        """Apply member changes one at a time, each wrapped in its PRE and POST hooks."""
+        assert self._topology is not None
+        hooks = self.hooks
+        while True:
+            change, name = await self._topology.get()
+            if change == "join" and name not in self._members:
+                await hooks.dispatch(Hook.PRE_CLUSTER_JOIN, name)
+                self._members.add(name)
+                logger.info("hub %s: node %s joined", self.hub_id, name)
+                await hooks.dispatch(Hook.POST_CLUSTER_JOIN, name)
+            elif change == "leave" and name in self._members:
+                await hooks.dispatch(Hook.PRE_CLUSTER_LEAVE, name)
+                self._members.discard(name)
+                logger.info("hub %s: node %s left", self.hub_id, name)
+                await hooks.dispatch(Hook.POST_CLUSTER_LEAVE, name)
 
     def _check_running(self) -> None:
         if self._state != "running":

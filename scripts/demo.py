@@ -74,7 +74,7 @@ async def run(children: int) -> int:
         Hook.COORDINATOR_SHUTDOWN,
     ]
     hooks = {e: [HookHandler(f"demo_{e}", demo.on_event, [str(e), WILDCARD])] for e in watched}
-    async with Hub("demo", node="demo-node", hooks=hooks) as hub:
+    async with Hub("demo", node="demo-node", host=None, hooks=hooks) as hub:
         print(f"hub {hub.hub_id!r} on node {hub.node!r}")
         hub.hooks.declare("order_placed", order_id=str, amount=int)
         hub.hooks.register("order_placed", HookHandler("print_order", on_order, priority=5))

@@ -56,6 +56,7 @@ async def make_hub(recorder: Recorder) -> Any:
 
     async def make(**kwargs: Any) -> Hub:
         kwargs.setdefault("node", "n1")
+        kwargs.setdefault("host", None)  # standalone: no network endpoint
         kwargs.setdefault("restart_backoff", FAST)
         kwargs.setdefault(
             "hooks", recorder.handlers(*(e for e in Hook if e != Hook.CHILD_DATA_ALTER))

@@ -53,7 +53,7 @@ async def raw_start(n: int) -> float:
 
 
 async def hub_start(n: int) -> float:
-    async with Hub("bench", node="bench") as hub:
+    async with Hub("bench", node="bench", host=None) as hub:
         gc.collect()
         t0 = time.perf_counter()
         specs = [ChildSpec(f"c{i}", parked) for i in range(n)]
@@ -99,7 +99,7 @@ async def memory_side(side: str, n: int) -> int:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         return grown
-    async with Hub("bench", node="bench") as hub:
+    async with Hub("bench", node="bench", host=None) as hub:
         await hub.start_children([ChildSpec("warmup", parked)])
         gc.collect()
         before = rss_bytes()

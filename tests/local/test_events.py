@@ -23,7 +23,7 @@ async def test_async_handlers_see_lifecycle_events_in_the_order_they_happened() 
         e: [HookHandler(f"h_{e}", slow, [str(e), WILDCARD])]
         for e in (Hook.REGISTRY_PID_INSERTED, Hook.REGISTRY_PID_REMOVED, Hook.CHILD_STOPPED)
     }
-    async with Hub("h", node="n1", hooks=hooks) as hub:
+    async with Hub("h", node="n1", host=None, hooks=hooks) as hub:
         for i in range(5):
             await hub.start_child(ChildSpec(f"c{i}", procs.idle))
             await hub.stop_child(f"c{i}")
@@ -47,7 +47,7 @@ async def test_past_the_queue_bound_events_are_still_delivered(
         ]
     }
     with caplog.at_level(logging.WARNING, logger="hub.events_pump"):
-        async with Hub("h", node="n1", hooks=hooks, event_queue_limit=10) as hub:
+        async with Hub("h", node="n1", host=None, hooks=hooks, event_queue_limit=10) as hub:
             res = await hub.start_children([ChildSpec(f"c{i}", procs.idle) for i in range(100)])
             assert res.status == "ok"
     assert sorted(inserted) == sorted(f"c{i}" for i in range(100))

@@ -266,12 +266,14 @@ async def test_start_without_wait_returns_at_once(make_hub: Any) -> None:
 
 
 async def test_static_child_specs_start_with_the_hub() -> None:
-    async with Hub("static", node="n1", child_specs=[ChildSpec("s1", procs.Counter, [3])]) as hub:
+    async with Hub(
+        "static", node="n1", host=None, child_specs=[ChildSpec("s1", procs.Counter, [3])]
+    ) as hub:
         assert await hub.call("s1", "get") == 3
 
 
 async def test_a_failing_static_child_fails_the_hub_start() -> None:
-    hub = Hub("static", node="n1", child_specs=[ChildSpec("bad", procs.FailingInit)])
+    hub = Hub("static", node="n1", host=None, child_specs=[ChildSpec("bad", procs.FailingInit)])
     with pytest.raises(StartFailed, match="bad init"):
         await hub.start()
     assert not hub.is_alive()
@@ -280,7 +282,7 @@ async def test_a_failing_static_child_fails_the_hub_start() -> None:
 
 async def test_stop_cancels_and_awaits_everything_the_hub_owns() -> None:
     before = asyncio.all_tasks()
-    hub = Hub("own", node="n1")
+    hub = Hub("own", node="n1", host=None)
     await hub.start()
     await hub.start_children([ChildSpec(f"c{i}", procs.echo) for i in range(50)])
     await hub.start_children([ChildSpec(f"k{i}", procs.Counter) for i in range(50)], wait=False)

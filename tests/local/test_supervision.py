@@ -186,7 +186,7 @@ async def test_calls_still_queued_fail_when_the_process_exits(make_hub: Any) -> 
 
 
 async def test_stop_with_handover_returns_state_for_the_next_instance() -> None:
-    async with Hub("h", node="n1") as hub:
+    async with Hub("h", node="n1", host=None) as hub:
         sup = hub._supervisor
         await hub.start_child(ChildSpec("c", procs.Counter, args=[1]))
         await hub.cast("c", {"by": 41})

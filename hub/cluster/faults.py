@@ -1,0 +1,60 @@
+"""Fault injection for tests: drop, delay and partition peer traffic. Off unless enabled.
+
+A :class:`Faults` object is consulted by the node's transport for every outgoing and incoming
+message. It never sends anything itself; it only says "drop this" or "wait this long first".
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+__all__ = ["Faults"]
+
+
+@dataclass
+class Faults:
+    """``drop``: probability in [0, 1] that a message is lost. ``delay``: a uniform random
+    delay range in seconds. ``groups``: a partition; a peer is reachable only if it is in the
+    same group as this node (nodes listed in no group reach nobody but themselves)."""
+
+    drop: float = 0.0
+    delay: tuple[float, float] = (0.0, 0.0)
+    groups: list[frozenset[str]] | None = None
+    rng: random.Random = field(default_factory=random.Random)
+    dropped: int = 0
+
+    def __post_init__(self) -> None:
+        self.set_drop(self.drop)
+        self.set_delay(*self.delay)
+
+    def set_drop(self, probability: float) -> None:
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"drop probability must be within [0, 1], got {probability}")
+        self.drop = probability
+
+    def set_delay(self, low: float, high: float) -> None:
+        if not 0.0 <= low <= high:
+            raise ValueError(f"delay range must satisfy 0 <= low <= high, got {low}, {high}")
+        self.delay = (low, high)
+
+    def partition(self, groups: Iterable[Iterable[str]] | None) -> None:
+        """Split the cluster into ``groups`` of node names; ``None`` heals it."""
+        self.groups = None if groups is None else [frozenset(g) for g in groups]
+
+    def blocks(self, me: str, peer: str) -> bool:
+        """Whether a message between ``me`` and ``peer`` is lost (partition or random drop)."""
+        if self.groups is not None and peer != me:
+            mine = next((g for g in self.groups if me in g), frozenset())
+            if peer not in mine:
+                self.dropped += 1
+                return True
+        if self.drop and self.rng.random() < self.drop:
+            self.dropped += 1
+            return True
+        return False
+
+    def latency(self) -> float:
+        low, high = self.delay
+        return low if low == high else self.rng.uniform(low, high)

@@ -1,0 +1,451 @@
+"""A cluster node: the I/O shell around the membership state machine.
+
+One aiohttp server per node (``AppRunner`` + ``TCPSite``; port 0 picks a free port) answers
+``POST /processhub/v1/swim``; one pooled ``ClientSession`` with short explicit timeouts sends.
+Every request and response is authenticated (HMAC, :mod:`hub.cluster.auth`) when the node has a
+cookie; without one it binds to loopback only. Bodies are msgpack (:mod:`hub.cluster.codec`),
+size-limited, strictly validated; bad input gets a 4xx answer and a log line, and the node keeps
+serving. Replies to a request (an ``Ack`` to a ``Ping``) travel in its HTTP response.
+
+The node tells subscribers (hubs) about members joining, leaving, failing and changing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+import secrets
+import ssl as ssl_module
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import aiohttp
+import msgpack  # type: ignore[import-untyped]
+from aiohttp import web
+
+from ..errors import HubClosed, InvalidSpec, Unauthorized
+from .auth import H_NONCE, Authenticator
+from .codec import MAX_MESSAGE_BYTES, CodecError, decode_envelope, encode_envelope
+from .faults import Faults
+from .membership import PRESETS, Config, Member, MemberEvent, Membership, NameConflict, Send
+from .messages import Address, NodeId
+
+__all__ = ["SWIM_PATH", "Node", "NodeEvent", "parse_address"]
+
+logger = logging.getLogger(__name__)
+
+SWIM_PATH = "/processhub/v1/swim"
+NodeEvent = MemberEvent | NameConflict
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def parse_address(text: str) -> Address:
+    """``"host:port"`` (or ``"[v6]:port"``) to an :class:`Address`, with a clear error."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidSpec(f"expected 'host:port', got {text!r}")
+    return Address(host, int(port))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Node:
+    """One member of the cluster. ``async with Node(...)`` or ``await start()``/``stop()``."""
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seeds: Iterable[str | Address] = (),
+        cookie: str | bytes | None = None,
+        cluster: str = "processhub",
+        preset: str = "lan",
+        config: Config | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        client_ssl: ssl_module.SSLContext | None = None,
+        meta: Mapping[str, Any] | None = None,
+        faults: Faults | None = None,
+        rng: random.Random | None = None,
+        max_inflight: int = 256,
+    ) -> None:
+        if preset not in PRESETS:
+            raise InvalidSpec(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        if cookie is None and not _is_loopback(host):
+            logger.warning(
+                "no cookie given: binding to 127.0.0.1 instead of %s (unauthenticated nodes "
+                "serve loopback only; pass cookie= to listen on other interfaces)",
+                host,
+            )
+            host = "127.0.0.1"
+        self._requested_name = name
+        self.host = host
+        self._port = port
+        self.seeds = [s if isinstance(s, Address) else parse_address(s) for s in seeds]
+        self.config = config or PRESETS[preset]
+        self.auth = Authenticator(cookie, cluster) if cookie is not None else None
+        self._server_ssl = ssl
+        self._client_ssl = client_ssl
+        self._meta: dict[str, Any] = dict(meta or {})
+        self.faults = faults
+        self._rng = rng or random.Random()
+        self._max_inflight = max_inflight
+        self.boot_id = secrets.token_hex(8)
+        self.name = name or ""
+        self.address = Address(host, port)
+        self._machine: Membership | None = None
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._kick = asyncio.Event()
+        self._sends: set[asyncio.Task[None]] = set()
+        self._subscribers: list[Callable[[NodeEvent], None]] = []
+        self._state = "new"
+        self.stats = {
+            "sent": 0,
+            "received": 0,
+            "refused": 0,
+            "overflow": 0,
+            "bytes_out": 0,
+            "bytes_in": 0,
+        }
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name!r} {self.host}:{self.address.port} {self._state}>"
+
+    @property
+    def me(self) -> NodeId:
+        return NodeId(self.name, self.boot_id)
+
+    @property
+    def membership(self) -> Membership:
+        if self._machine is None:
+            raise HubClosed("node is not started")
+        return self._machine
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> Node:
+        if self._state != "new":
+            raise HubClosed(f"node {self.name or self.host} was already started")
+        self._state = "starting"
+        app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
+        app.router.add_post(SWIM_PATH, self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self._port, ssl_context=self._server_ssl)
+        await site.start()
+        port = self._bound_port()
+        self.address = Address(self.host, port)
+        self.name = self._requested_name or f"{self.host}:{port}"
+        probe_wait = self.config.probe_timeout
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(
+                total=max(1.0, 4 * probe_wait), connect=max(0.5, 2 * probe_wait)
+            ),
+            connector=aiohttp.TCPConnector(
+                limit=self._max_inflight, ssl=self._client_ssl if self._client_ssl else False
+            ),
+            skip_auto_headers=("User-Agent",),
+        )
+        loop = asyncio.get_running_loop()
+        self._machine = Membership(
+            self.me,
+            self.address,
+            meta=self._meta,
+            config=self.config,
+            rng=self._rng,
+            now=loop.time(),
+        )
+        self._state = "running"
+        if self.seeds:
+            self._dispatch(self._machine.join(self.seeds, loop.time()))
+        self._loop_task = loop.create_task(self._run(), name=f"node:{self.name}:membership")
+        logger.info(
+            "node %s (boot %s) listening on %s:%d%s%s",
+            self.name,
+            self.boot_id,
+            self.host,
+            port,
+            " with TLS" if self._server_ssl else "",
+            "" if self.auth else " without authentication (loopback only)",
+        )
+        return self
+
+    def _bound_port(self) -> int:
+        assert self._runner is not None
+        for addr in self._runner.addresses:
+            if isinstance(addr, tuple) and len(addr) >= 2:
+                return int(addr[1])
+        raise RuntimeError("the node's server has no bound address")
+
+    async def stop(self, *, leave: bool = True, timeout: float = 2.0) -> None:
+        """Leave the cluster gracefully (unless ``leave=False``), then stop every task."""
+        if self._state in ("stopping", "stopped", "new"):
+            self._state = "stopped"
+            return
+        self._state = "stopping"
+        if leave and self._machine is not None:
+            loop = asyncio.get_running_loop()
+            sends = [o for o in self._machine.leave(loop.time()) if isinstance(o, Send)]
+            if sends:
+                await asyncio.wait(
+                    [loop.create_task(self._send(s)) for s in sends], timeout=timeout
+                )
+        tasks = [t for t in (self._loop_task, *self._sends) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self._state = "stopped"
+        logger.info("node %s stopped%s", self.name, " after leaving" if leave else "")
+
+    async def __aenter__(self) -> Node:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- queries and updates -------------------------------------------------------------------
+
+    def members(self) -> list[Member]:
+        return self.membership.members()
+
+    def alive(self) -> list[Member]:
+        return self.membership.alive()
+
+    def subscribe(self, callback: Callable[[NodeEvent], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` for every member event; returns the unsubscribe function."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
+    def update_meta(self, **changes: Any) -> None:
+        """Change this node's metadata and tell the cluster (bounded size)."""
+        meta = {**self._meta, **changes}
+        if self._machine is not None:
+            loop = asyncio.get_running_loop()
+            self._dispatch(self._machine.update_meta(meta, loop.time()))
+            self._kick.set()
+        self._meta = meta
+
+    @property
+    def meta(self) -> Mapping[str, Any]:
+        return self._meta
+
+    # -- the membership loop -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        machine = self.membership
+        loop = asyncio.get_running_loop()
+        while True:
+            self._dispatch(machine.tick(loop.time()))
+            delay = machine.next_deadline() - loop.time()
+            if delay > 0:
+                self._kick.clear()
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._kick.wait()
+                except TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(0)
+
+    def _dispatch(self, outputs: Sequence[Any]) -> None:
+        for output in outputs:
+            if isinstance(output, Send):
+                self._spawn_send(output)
+            else:
+                if isinstance(output, NameConflict):
+                    logger.error(
+                        "two live nodes claim the name %r: %s and %s; keeping the first",
+                        output.name,
+                        output.existing.address,
+                        output.other.address,
+                    )
+                else:
+                    m = output.member
+                    logger.info(
+                        "member %s %s (%s:%d)",
+                        m.node.name,
+                        output.kind,
+                        m.address.host,
+                        m.address.port,
+                    )
+                for callback in list(self._subscribers):
+                    try:
+                        callback(output)
+                    except Exception:
+                        logger.exception("node event subscriber %r failed", callback)
+
+    def _spawn_send(self, send: Send) -> None:
+        if self._state != "running":
+            return
+        if len(self._sends) >= self._max_inflight:
+            self.stats["overflow"] += 1
+            logger.debug("dropping a message to %s: %d sends in flight", send.to, len(self._sends))
+            return
+        task = asyncio.get_running_loop().create_task(self._send(send))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    # -- the wire ------------------------------------------------------------------------------
+
+    async def _send(self, send: Send) -> None:
+        faults = self.faults
+        target_name = (
+            send.target.name if send.target is not None else f"{send.to.host}:{send.to.port}"
+        )
+        if faults is not None:
+            if faults.blocks(self.name, target_name):
+                return
+            latency = faults.latency()
+            if latency:
+                await asyncio.sleep(latency)
+        body = encode_envelope(self.me, self.address, send.message)
+        scheme = "https" if self._client_ssl else "http"
+        url = f"{scheme}://{_host_for_url(send.to.host)}:{send.to.port}{SWIM_PATH}"
+        session = self._session
+        assert session is not None
+        for attempt in (1, 2):
+            headers = (
+                self.auth.sign(self.name, self.boot_id, f"POST {SWIM_PATH}", body)
+                if self.auth
+                else {}
+            )
+            try:
+                async with session.post(url, data=body, headers=headers) as resp:
+                    self.stats["sent"] += 1
+                    self.stats["bytes_out"] += len(body)
+                    if resp.status != 200:
+                        if resp.status != 204:
+                            logger.warning(
+                                "%s refused our message: HTTP %d %s",
+                                send.to,
+                                resp.status,
+                                (await resp.text())[:200],
+                            )
+                        return
+                    raw = await resp.content.read(MAX_MESSAGE_BYTES + 1)
+                    self.stats["bytes_in"] += len(raw)
+                    self._accept_replies(send, headers.get(H_NONCE, ""), resp.headers, raw)
+                    return
+            except aiohttp.ServerDisconnectedError:
+                # A pooled keep-alive connection the peer had closed: not evidence of failure.
+                if attempt == 2:
+                    return
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                logger.debug("send to %s failed: %r", send.to, exc)
+                return
+
+    def _accept_replies(
+        self, send: Send, nonce: str, headers: Mapping[str, str], raw: bytes
+    ) -> None:
+        if self._state != "running" or self._machine is None:
+            return
+        try:
+            if len(raw) > MAX_MESSAGE_BYTES:
+                raise CodecError("reply too large")
+            if self.auth is not None:
+                signed = self.auth.verify(headers, f"REPLY {nonce}", raw)
+            replies = _unpack_replies(raw)
+            loop = asyncio.get_running_loop()
+            for item in replies:
+                sender, address, message = decode_envelope(item)
+                if self.auth is not None and (signed.sender, signed.boot_id) != (
+                    sender.name,
+                    sender.boot_id,
+                ):
+                    raise Unauthorized(
+                        f"reply signed by {signed.sender!r} claims to be {sender.name!r}"
+                    )
+                self._dispatch(self._machine.receive(sender, address, message, loop.time()))
+        except (CodecError, Unauthorized) as exc:
+            self.stats["refused"] += 1
+            logger.warning("refused a reply from %s: %s", send.to, exc)
+        self._kick.set()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        peer = request.remote
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            self.stats["refused"] += 1
+            logger.warning("refused an oversized message from %s", peer)
+            raise
+        machine = self._machine
+        if machine is None or self._state != "running":
+            return web.Response(status=503, text="node is not running")
+        self.stats["received"] += 1
+        self.stats["bytes_in"] += len(body)
+        signed = None
+        if self.auth is not None:
+            try:
+                signed = self.auth.verify(request.headers, f"POST {SWIM_PATH}", body)
+            except Unauthorized as exc:
+                self.stats["refused"] += 1
+                logger.warning("refused a message from %s: %s", peer, exc)
+                return web.Response(status=401, text=str(exc))
+        try:
+            sender, address, message = decode_envelope(body)
+        except CodecError as exc:
+            self.stats["refused"] += 1
+            logger.warning("refused a malformed message from %s: %s", peer, exc)
+            return web.Response(status=400, text=str(exc))
+        if signed is not None and (signed.sender, signed.boot_id) != (sender.name, sender.boot_id):
+            self.stats["refused"] += 1
+            logger.warning(
+                "refused a message from %s: signed by %r but claims to be %r",
+                peer,
+                signed.sender,
+                sender.name,
+            )
+            return web.Response(status=401, text="sender does not match its signature")
+        if self.faults is not None and self.faults.blocks(self.name, sender.name):
+            return web.Response(status=503, text="unreachable (fault injection)")
+        loop = asyncio.get_running_loop()
+        outputs = machine.receive(sender, address, message, loop.time())
+        replies: list[bytes] = []
+        rest: list[Any] = []
+        for output in outputs:
+            if isinstance(output, Send) and output.target == sender and output.to == address:
+                replies.append(encode_envelope(self.me, self.address, output.message))
+            else:
+                rest.append(output)
+        self._dispatch(rest)
+        self._kick.set()
+        if not replies:
+            return web.Response(status=204)
+        raw = msgpack.packb(replies, use_bin_type=True)
+        headers = {}
+        if self.auth is not None and signed is not None:
+            headers = self.auth.sign(self.name, self.boot_id, f"REPLY {signed.nonce}", raw)
+        self.stats["bytes_out"] += len(raw)
+        return web.Response(body=raw, headers=headers, content_type="application/msgpack")
+
+
+def _unpack_replies(raw: bytes) -> list[bytes]:
+    try:
+        replies = msgpack.unpackb(raw, raw=False, max_bin_len=MAX_MESSAGE_BYTES, max_array_len=64)
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise CodecError(f"malformed reply: {exc}") from None
+    if not isinstance(replies, list) or not all(isinstance(r, bytes) for r in replies):
+        raise CodecError("reply must be a list of messages")
+    return replies
+
+
+def _host_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

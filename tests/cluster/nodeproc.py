@@ -1,0 +1,124 @@
+"""A cluster node in its own OS process, driven by the tests.
+
+Prints one JSON object per line on stdout (``listening``, ``member``, ``conflict``, ``hook``,
+replies to commands) and reads JSON commands on stdin: ``members``, ``partition``, ``heal``,
+``drop``, ``delay``, ``stats``, ``leave`` (graceful stop and exit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from hub.cluster.membership import MemberEvent, NameConflict
+
+from hub import WILDCARD, Hook, HookHandler, Hub
+from hub.cluster.faults import Faults
+from hub.cluster.node import Node, NodeEvent
+
+
+def emit(**fields: Any) -> None:
+    fields["t"] = time.monotonic()
+    sys.stdout.write(json.dumps(fields, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def on_event(event: NodeEvent) -> None:
+    if isinstance(event, MemberEvent):
+        m = event.member
+        emit(ev="member", kind=event.kind, name=m.node.name, boot=m.node.boot_id, inc=m.incarnation)
+    elif isinstance(event, NameConflict):
+        emit(ev="conflict", name=event.name, other=str(event.other.address))
+
+
+async def commands(node: Node, stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        cmd = json.loads(line)
+        faults = node.faults
+        assert faults is not None
+        match cmd["cmd"]:
+            case "members":
+                members = [[m.node.name, m.state.name, m.incarnation] for m in node.members()]
+                emit(ev="members", members=members)
+            case "partition":
+                faults.partition(cmd["groups"])
+                emit(ev="ok", cmd="partition")
+            case "heal":
+                faults.partition(None)
+                emit(ev="ok", cmd="heal")
+            case "drop":
+                faults.set_drop(cmd["p"])
+                emit(ev="ok", cmd="drop")
+            case "delay":
+                faults.set_delay(cmd["low"], cmd["high"])
+                emit(ev="ok", cmd="delay")
+            case "stats":
+                emit(ev="stats", **node.stats)
+            case "leave":
+                break
+    stop.set()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--seeds", default="")
+    parser.add_argument("--cookie", default=None)
+    parser.add_argument("--preset", default="local")
+    parser.add_argument("--hub", default=None, help="also run a hub with this id")
+    parser.add_argument("--log", default="WARNING")
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=args.log, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    seeds = [s for s in args.seeds.split(",") if s]
+    node = Node(
+        args.name,
+        port=args.port,
+        seeds=seeds,
+        cookie=args.cookie,
+        preset=args.preset,
+        faults=Faults(),
+    )
+    node.subscribe(on_event)
+    await node.start()
+    hub = None
+    if args.hub:
+        hooks = {
+            e: [
+                HookHandler(
+                    f"report_{e}",
+                    lambda ev, data: emit(ev="hook", hook=ev, data=data),
+                    [str(e), WILDCARD],
+                )
+            ]
+            for e in (
+                Hook.PRE_CLUSTER_JOIN,
+                Hook.POST_CLUSTER_JOIN,
+                Hook.PRE_CLUSTER_LEAVE,
+                Hook.POST_CLUSTER_LEAVE,
+            )
+        }
+        hub = await Hub(args.hub, endpoint=node, hooks=hooks).start()
+    emit(ev="listening", name=node.name, port=node.address.port, boot=node.boot_id)
+    stop = asyncio.Event()
+    reader = asyncio.create_task(commands(node, stop))
+    await stop.wait()
+    if hub is not None:
+        await hub.stop()
+    await node.stop()
+    reader.cancel()
+    emit(ev="stopped")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
