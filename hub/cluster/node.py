@@ -142,6 +142,7 @@ class Node:
         self._state = "starting"
         app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
         app.router.add_post(SWIM_PATH, self._handle)
+        app.on_response_prepare.append(_strip_server_header)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self._port, ssl_context=self._server_ssl)
@@ -157,7 +158,7 @@ class Node:
             connector=aiohttp.TCPConnector(
                 limit=self._max_inflight, ssl=self._client_ssl if self._client_ssl else False
             ),
-            skip_auto_headers=("User-Agent",),
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
         )
         loop = asyncio.get_running_loop()
         self._machine = Membership(
@@ -435,6 +436,10 @@ class Node:
             headers = self.auth.sign(self.name, self.boot_id, f"REPLY {signed.nonce}", raw)
         self.stats["bytes_out"] += len(raw)
         return web.Response(body=raw, headers=headers, content_type="application/msgpack")
+
+
+async def _strip_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.pop("Server", None)  # bytes on every probe, and tells nobody anything
 
 
 def _unpack_replies(raw: bytes) -> list[bytes]:
