@@ -29,8 +29,9 @@ from ..errors import HubClosed, InvalidSpec, Unauthorized
 from .auth import H_NONCE, Authenticator
 from .codec import MAX_MESSAGE_BYTES, CodecError, decode_envelope, encode_envelope
 from .faults import Faults
+from .links import LINK_PATH, Links
 from .membership import PRESETS, Config, Member, MemberEvent, Membership, NameConflict, Send
-from .messages import Address, NodeId
+from .messages import Address, NodeId, State
 
 __all__ = ["SWIM_PATH", "Node", "NodeEvent", "parse_address"]
 
@@ -112,6 +113,14 @@ class Node:
         self._sends: set[asyncio.Task[None]] = set()
         self._subscribers: list[Callable[[NodeEvent], None]] = []
         self._state = "new"
+        #: Persistent links to peers for hub traffic (see :mod:`hub.cluster.links`).
+        self.links = Links(
+            lambda: self.me,
+            self._resolve,
+            self.auth,
+            self._client_session,
+            scheme="https" if client_ssl else "http",
+        )
         self.stats = {
             "sent": 0,
             "received": 0,
@@ -142,6 +151,7 @@ class Node:
         self._state = "starting"
         app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
         app.router.add_post(SWIM_PATH, self._handle)
+        app.router.add_get(LINK_PATH, self.links.serve)
         app.on_response_prepare.append(_strip_server_header)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -208,6 +218,7 @@ class Node:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.links.close()
         if self._session is not None:
             await self._session.close()
         if self._runner is not None:
@@ -228,6 +239,18 @@ class Node:
 
     def alive(self) -> list[Member]:
         return self.membership.alive()
+
+    def _resolve(self, name: str) -> tuple[NodeId, Address] | None:
+        """Identity and address of a live member, for the peer links."""
+        member = self._machine.get(name) if self._machine is not None else None
+        if member is None or member.state not in (State.ALIVE, State.SUSPECT):
+            return None
+        return member.node, member.address
+
+    def _client_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise HubClosed("node is not started")
+        return self._session
 
     def subscribe(self, callback: Callable[[NodeEvent], None]) -> Callable[[], None]:
         """Call ``callback(event)`` for every member event; returns the unsubscribe function."""
@@ -286,6 +309,10 @@ class Node:
                         m.address.host,
                         m.address.port,
                     )
+                    if output.kind in ("failed", "left") and self._state == "running":
+                        task = asyncio.get_running_loop().create_task(self.links.drop(m.node.name))
+                        self._sends.add(task)
+                        task.add_done_callback(self._sends.discard)
                 for callback in list(self._subscribers):
                     try:
                         callback(output)

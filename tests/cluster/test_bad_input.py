@@ -37,14 +37,17 @@ def url(node: Node) -> str:
 
 
 def ping_for(node: Node, sender: str = "prober") -> bytes:
-    return encode_envelope(
-        NodeId(sender, "boot-p"), Address("127.0.0.1", 9), Ping(1, node.me, ())
-    )
+    return encode_envelope(NodeId(sender, "boot-p"), Address("127.0.0.1", 9), Ping(1, node.me, ()))
 
 
 async def post(
-    http: aiohttp.ClientSession, node: Node, body: bytes, *, auth: Authenticator | None = None,
-    sender: str = "prober", headers: dict[str, str] | None = None,
+    http: aiohttp.ClientSession,
+    node: Node,
+    body: bytes,
+    *,
+    auth: Authenticator | None = None,
+    sender: str = "prober",
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
     if headers is None:
         headers = (auth or Authenticator(COOKIE)).sign(sender, "boot-p", WHAT, body)

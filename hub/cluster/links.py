@@ -1,0 +1,357 @@
+"""Persistent peer links for hub traffic: authenticated websockets between nodes.
+
+Each node dials its own link to every peer it talks to (so each direction has its own
+connection and no tie-break is needed) and answers on links others dial. Frames are msgpack
+arrays multiplexed by hub id::
+
+    [0, 0,   hub_id, kind, payload]   one-way (in order per link)
+    [1, rid, hub_id, kind, payload]   request: the peer answers with a response
+    [2, rid, ok, payload]             response: payload, or an error message when not ok
+
+One-way frames are handled in order, one at a time (registry deltas rely on it); requests run
+concurrently, bounded per link. Every wait is bounded by the caller's timeout; a link that
+breaks fails its pending requests at once and is dialled again on the next send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import msgpack  # type: ignore[import-untyped]
+from aiohttp import web
+
+from ..errors import HubError, NotFound, Timeout, Unauthorized
+from .auth import H_NONCE, Authenticator
+from .messages import Address, NodeId
+
+__all__ = ["LINK_PATH", "MAX_FRAME_BYTES", "Handler", "LinkError", "Links", "RemoteError"]
+
+logger = logging.getLogger(__name__)
+
+LINK_PATH = "/processhub/v1/link"
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+ONEWAY, REQUEST, RESPONSE = 0, 1, 2
+
+#: ``handler(peer, kind, payload)`` for one hub id: the return value answers a request.
+Handler = Callable[[NodeId, str, Any], Awaitable[Any]]
+
+
+class LinkError(HubError):
+    """The link to a peer could not be opened or broke."""
+
+
+class RemoteError(HubError):
+    """The peer answered a request with an error."""
+
+
+def _pack(frame: list[Any]) -> bytes:
+    data: bytes = msgpack.packb(frame, use_bin_type=True)
+    if len(data) > MAX_FRAME_BYTES:
+        raise HubError(f"frame of {len(data)} bytes exceeds {MAX_FRAME_BYTES}")
+    return data
+
+
+def _unpack(data: bytes) -> list[Any]:
+    try:
+        frame = msgpack.unpackb(data, raw=False, strict_map_key=False)  # size: max_msg_size
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise ValueError(f"malformed frame: {exc}") from None
+    if not isinstance(frame, list) or len(frame) not in (4, 5) or frame[0] not in (0, 1, 2):
+        raise ValueError("malformed frame")
+    if frame[0] != RESPONSE and (
+        len(frame) != 5 or not isinstance(frame[2], str) or not isinstance(frame[3], str)
+    ):
+        raise ValueError("malformed frame header")
+    if type(frame[1]) is not int:
+        raise ValueError("malformed request id")
+    return frame
+
+
+class _Link:
+    """One dialled websocket to a peer: a writer and a reader task, pending requests."""
+
+    def __init__(self, owner: Links, peer: NodeId, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.owner = owner
+        self.peer = peer
+        self.ws = ws
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.rids = itertools.count(1)
+        self.reader = asyncio.get_running_loop().create_task(
+            self._read(), name=f"link:{owner.me.name}->{peer.name}"
+        )
+        self.closed = False
+
+    async def send(self, frame: list[Any]) -> None:
+        if self.closed:
+            raise LinkError(f"link to {self.peer.name} is closed")
+        try:
+            await self.ws.send_bytes(_pack(frame))
+        except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
+            self.fail(f"send failed: {exc!r}")
+            raise LinkError(f"link to {self.peer.name} broke: {exc!r}") from None
+
+    async def _read(self) -> None:
+        try:
+            async for msg in self.ws:
+                if msg.type != aiohttp.WSMsgType.BINARY:
+                    break
+                try:
+                    frame = _unpack(msg.data)
+                except ValueError as exc:
+                    logger.warning("link to %s: %s", self.peer.name, exc)
+                    continue
+                if frame[0] == RESPONSE:
+                    future = self.pending.pop(frame[1], None)
+                    if future is not None and not future.done():
+                        if frame[2]:
+                            future.set_result(frame[3])
+                        else:
+                            future.set_exception(RemoteError(f"{self.peer.name}: {frame[3]}"))
+        finally:
+            self.fail("closed by peer")
+
+    def fail(self, why: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(LinkError(f"link to {self.peer.name} {why}"))
+        self.pending.clear()
+        self.owner._forget(self)
+
+    async def close(self) -> None:
+        self.fail("closed")
+        await self.ws.close()
+        self.reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.reader
+
+
+class Links:
+    """All links of one node. The node owns it and calls :meth:`close` when it stops."""
+
+    def __init__(
+        self,
+        me: Callable[[], NodeId],
+        resolve: Callable[[str], tuple[NodeId, Address] | None],
+        auth: Authenticator | None,
+        session: Callable[[], aiohttp.ClientSession],
+        *,
+        scheme: str = "http",
+        connect_timeout: float = 2.0,
+        max_concurrent_requests: int = 64,
+    ) -> None:
+        self._me = me
+        self._resolve = resolve
+        self._auth = auth
+        self._session = session
+        self._scheme = scheme
+        self._connect_timeout = connect_timeout
+        self._max_requests = max_concurrent_requests
+        self._handlers: dict[str, Handler] = {}
+        self._links: dict[str, _Link] = {}
+        self._dialing: dict[str, asyncio.Future[_Link]] = {}
+        self._served: set[web.WebSocketResponse] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.closed = False
+
+    @property
+    def me(self) -> NodeId:
+        return self._me()
+
+    def register(self, hub_id: str, handler: Handler) -> None:
+        if hub_id in self._handlers:
+            raise HubError(f"a handler for hub {hub_id!r} is already registered on this node")
+        self._handlers[hub_id] = handler
+
+    def unregister(self, hub_id: str) -> None:
+        self._handlers.pop(hub_id, None)
+
+    # -- sending -------------------------------------------------------------------------------
+
+    async def send(
+        self, peer: str, hub_id: str, kind: str, payload: Any, *, timeout: float = 5.0
+    ) -> None:
+        """Deliver a one-way frame (in order with earlier ones to the same peer)."""
+        link = await self._link(peer, timeout)
+        await link.send([ONEWAY, 0, hub_id, kind, payload])
+
+    async def request(
+        self, peer: str, hub_id: str, kind: str, payload: Any, *, timeout: float
+    ) -> Any:
+        """Send a request and wait (at most ``timeout`` seconds) for its answer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                link = await self._link(peer, timeout)
+                rid = next(link.rids)
+                future: asyncio.Future[Any] = loop.create_future()
+                link.pending[rid] = future
+                try:
+                    await link.send([REQUEST, rid, hub_id, kind, payload])
+                    return await future
+                finally:
+                    link.pending.pop(rid, None)
+        except TimeoutError:
+            raise Timeout(f"{peer} did not answer {kind!r} within {timeout}s") from None
+
+    async def _link(self, peer: str, timeout: float) -> _Link:
+        if self.closed:
+            raise LinkError("links are closed")
+        link = self._links.get(peer)
+        target = self._resolve(peer)
+        if target is None:
+            raise NotFound(f"node {peer}")
+        node_id, address = target
+        if link is not None and link.peer == node_id and not link.closed:
+            return link
+        if link is not None:  # a new boot of that peer: the old link is stale
+            await link.close()
+        dialing = self._dialing.get(peer)
+        if dialing is None:
+            dialing = asyncio.get_running_loop().create_future()
+            self._dialing[peer] = dialing
+            task = asyncio.get_running_loop().create_task(
+                self._dial(peer, node_id, address, dialing)
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await asyncio.wait_for(asyncio.shield(dialing), timeout)
+
+    async def _dial(
+        self, peer: str, node_id: NodeId, address: Address, done: asyncio.Future[_Link]
+    ) -> None:
+        try:
+            me = self.me
+            what = f"LINK {node_id.name} {node_id.boot_id}"
+            headers = self._auth.sign(me.name, me.boot_id, what, b"") if self._auth else {}
+            host = f"[{address.host}]" if ":" in address.host else address.host
+            url = f"{self._scheme}://{host}:{address.port}{LINK_PATH}"
+            ws = await self._session().ws_connect(
+                url,
+                headers=headers,
+                max_msg_size=MAX_FRAME_BYTES,
+                heartbeat=30.0,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=self._connect_timeout),
+            )
+            if self._auth is not None:
+                signed = self._auth.verify(ws._response.headers, f"LINKED {headers[H_NONCE]}", b"")
+                if (signed.sender, signed.boot_id) != (node_id.name, node_id.boot_id):
+                    await ws.close()
+                    raise Unauthorized(f"{peer} answered as {signed.sender}/{signed.boot_id}")
+            link = _Link(self, node_id, ws)
+            self._links[peer] = link
+            done.set_result(link)
+        except Exception as exc:
+            if not done.done():
+                done.set_exception(LinkError(f"cannot link to {peer}: {exc!r}"))
+            done.exception()  # retrieved: the dialler may have given up waiting
+        finally:
+            self._dialing.pop(peer, None)
+
+    def _forget(self, link: _Link) -> None:
+        if self._links.get(link.peer.name) is link:
+            del self._links[link.peer.name]
+
+    async def drop(self, peer: str) -> None:
+        """Close the link to ``peer`` (it left or failed)."""
+        link = self._links.pop(peer, None)
+        if link is not None:
+            await link.close()
+
+    # -- serving -------------------------------------------------------------------------------
+
+    async def serve(self, request: web.Request) -> web.StreamResponse:
+        """The aiohttp handler of :data:`LINK_PATH`."""
+        me = self.me
+        headers: dict[str, str] = {}
+        if self._auth is not None:
+            try:
+                signed = self._auth.verify(request.headers, f"LINK {me.name} {me.boot_id}", b"")
+            except Unauthorized as exc:
+                logger.warning("refused a link from %s: %s", request.remote, exc)
+                return web.Response(status=401, text=str(exc))
+            peer = NodeId(signed.sender, signed.boot_id)
+            headers = self._auth.sign(me.name, me.boot_id, f"LINKED {signed.nonce}", b"")
+        else:
+            peer = NodeId(request.headers.get("X-Processhub-Sender", request.remote or "?"), "")
+        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30.0)
+        ws.headers.update(headers)
+        await ws.prepare(request)
+        self._served.add(ws)
+        slots = asyncio.Semaphore(self._max_requests)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.BINARY:
+                    break
+                try:
+                    frame = _unpack(msg.data)
+                except ValueError as exc:
+                    logger.warning("link from %s: %s", peer.name, exc)
+                    continue
+                if frame[0] == ONEWAY:
+                    try:
+                        await self._call(peer, frame[2], frame[3], frame[4])
+                    except Exception:
+                        logger.exception("handling %r from %s failed", frame[3], peer.name)
+                elif frame[0] == REQUEST:
+                    await slots.acquire()
+                    task = asyncio.get_running_loop().create_task(
+                        self._answer(ws, peer, frame, slots)
+                    )
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            self._served.discard(ws)
+        return ws
+
+    async def _call(self, peer: NodeId, hub_id: str, kind: str, payload: Any) -> Any:
+        handler = self._handlers.get(hub_id)
+        if handler is None:
+            raise NotFound(f"hub {hub_id!r} on {self.me.name}")
+        return await handler(peer, kind, payload)
+
+    async def _answer(
+        self, ws: web.WebSocketResponse, peer: NodeId, frame: list[Any], slots: asyncio.Semaphore
+    ) -> None:
+        try:
+            try:
+                reply = [
+                    RESPONSE,
+                    frame[1],
+                    True,
+                    await self._call(peer, frame[2], frame[3], frame[4]),
+                ]
+            except HubError as exc:
+                reply = [RESPONSE, frame[1], False, f"{type(exc).__name__}: {exc}"]
+            except Exception as exc:
+                logger.exception("handling %r from %s failed", frame[3], peer.name)
+                reply = [RESPONSE, frame[1], False, f"internal error: {exc!r}"]
+            if not ws.closed:
+                await ws.send_bytes(_pack(reply))
+        except (ConnectionError, RuntimeError):
+            pass
+        finally:
+            slots.release()
+
+    async def close(self) -> None:
+        self.closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(
+            *(link.close() for link in list(self._links.values())), return_exceptions=True
+        )
+        await asyncio.gather(*(ws.close() for ws in list(self._served)), return_exceptions=True)
