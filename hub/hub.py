@@ -16,11 +16,14 @@ from ssl import SSLContext
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal
 
+from .cluster.links import RemoteError
 from .cluster.membership import Member, MemberEvent
 from .cluster.messages import State
 from .cluster.node import Node, NodeEvent
+from .coordinator import Coordinator
 from .errors import (
     AlreadyStarted,
+    CallFailed,
     HubClosed,
     HubError,
     InvalidSpec,
@@ -74,6 +77,12 @@ class Hub:
         ssl: SSLContext | None = None,
         client_ssl: SSLContext | None = None,
         endpoint: Node | None = None,
+        distribution: Any = None,
+        redundancy: Any = None,
+        migration: Any = None,
+        synchronization: Any = None,
+        partition: Any = None,
+        reconcile_interval: float = 5.0,
         hooks: HookConfig | None = None,
         child_specs: Iterable[ChildSpec] = (),
         mailbox_limit: int = 10_000,
@@ -98,9 +107,16 @@ class Hub:
         if self._owns_endpoint:
             assert host is not None
             endpoint = Node(
-                node, host=host, port=port, seeds=seeds, cookie=cookie, cluster=cluster,
-                preset=preset, ssl=ssl, client_ssl=client_ssl,
-            )  # fmt: skip
+                node,
+                host=host,
+                port=port,
+                seeds=seeds,
+                cookie=cookie,
+                cluster=cluster,
+                preset=preset,
+                ssl=ssl,
+                client_ssl=client_ssl,
+            )
         self.endpoint = endpoint
         #: This node's name: ``node``, else ``"host:port"`` once started (or, for a standalone
         #: hub made with ``host=None``, ``"<hostname>-<pid>"``).
@@ -110,6 +126,19 @@ class Hub:
         for event, handlers in (hooks or {}).items():
             self.hooks.register(event, handlers)
         self._static_specs = _check_specs(child_specs)
+        chosen = {
+            "distribution": distribution,
+            "redundancy": redundancy,
+            "migration": migration,
+            "synchronization": synchronization,
+            "partition": partition,
+        }
+        self._strategies = {
+            k: v if v is not None else d
+            for (k, v), d in zip(chosen.items(), _default_strategies().values(), strict=True)
+        }
+        self._reconcile_interval = reconcile_interval
+        self.coordinator: Coordinator | None = None
         self._start_timeout = float(start_timeout)
         self._call_timeout = float(call_timeout)
         self._mailbox_limit = mailbox_limit
@@ -157,6 +186,8 @@ class Hub:
         self._state = "running"
         self._events.start()
         if endpoint is not None:
+            self.coordinator = Coordinator(self, self._strategies, self._reconcile_interval)
+            self.coordinator.attach()  # the link handler exists before peers learn of the hub
             self._topology = asyncio.Queue(maxsize=10_000)
             self._own(self._follow_topology(), "topology")
             self._unsubscribe = endpoint.subscribe(self._on_node_event)
@@ -181,11 +212,16 @@ class Hub:
             self._state = "stopped"
             await self.hooks.aclose()
             return
+        was = self._state
         self._state = "stopping"
         logger.info("hub %s on %s stopping: %s", self.hub_id, self.node, reason)
+        if self.coordinator is not None and was == "running" and self._members:
+            await self.coordinator.hand_off()
         await self.hooks.dispatch(Hook.COORDINATOR_SHUTDOWN, reason)
         if self._unsubscribe is not None:
             self._unsubscribe()
+        if self.coordinator is not None:
+            self.coordinator.detach()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -203,10 +239,18 @@ class Hub:
         logger.info("hub %s on %s stopped", self.hub_id, self.node)
 
     async def drain(self) -> StopResult:
-        """Refuse new children and stop the local ones gracefully (``reason="drain"``)."""
+        """Refuse new children and give the local ones away: in a cluster each moves to its
+        owner among the other nodes (stopped here, then started there); alone, they stop
+        (``reason="drain"``). The hub stays up for reads and messages until :meth:`stop`."""
         self._check_running()
         self._state = "draining"
         ids = list(self._supervisor.children)
+        if self.coordinator is not None and self._members:
+            await self.coordinator.hand_off()
+            left = [cid for cid in ids if self._supervisor.get(cid) is not None]
+            result = await self._stop_local(left, "drain")
+            result.stopped = [(cid, [self.node]) for cid in ids]
+            return result
         return await self._stop_local(ids, "drain")
 
     async def __aenter__(self) -> Hub:
@@ -260,16 +304,23 @@ class Hub:
         hooks = self.hooks
         while True:
             change, name = await self._topology.get()
+            coordinator = self.coordinator
             if change == "join" and name not in self._members:
-                await hooks.dispatch(Hook.PRE_CLUSTER_JOIN, name)
+                await hooks.dispatch(Hook.PRE_CLUSTER_JOIN, name)  # the ring changes here
                 self._members.add(name)
                 logger.info("hub %s: node %s joined", self.hub_id, name)
+                if coordinator is not None:
+                    await coordinator.node_joined(name)
                 await hooks.dispatch(Hook.POST_CLUSTER_JOIN, name)
             elif change == "leave" and name in self._members:
                 await hooks.dispatch(Hook.PRE_CLUSTER_LEAVE, name)
                 self._members.discard(name)
                 logger.info("hub %s: node %s left", self.hub_id, name)
+                if coordinator is not None:
+                    await coordinator.node_left(name)
                 await hooks.dispatch(Hook.POST_CLUSTER_LEAVE, name)
+            if self._topology.empty():
+                self._events.emit(Hook.CLUSTER_SYNCHRONIZED, self.node)
 
     def _check_running(self) -> None:
         if self._state != "running":
@@ -304,18 +355,18 @@ class Hub:
         errors: list[tuple[str, HubError]] = []
         if hooks.has_handlers(Hook.CHILD_DATA_ALTER):
             specs, errors = await self._alter_specs(specs)
-        todo: list[tuple[ChildSpec, Mapping[str, Any], Any]] = []
+        todo: list[ChildSpec] = []
         registry = self._registry
         for spec in specs:
             if spec.id in registry:
                 where = [n for n, _ in registry.lookup(spec.id)]
                 errors.append((spec.id, AlreadyStarted(spec.id, ", ".join(where))))
             else:
-                todo.append((spec, meta, None))
+                todo.append(spec)
         if not wait:
-            self._own(self._finish_start(todo, errors, wait_for, on_failure), "start")
+            self._own(self._finish_start(todo, meta, errors, wait_for, on_failure), "start")
             return StartResult("accepted", errors=list(errors))
-        return await self._finish_start(todo, errors, wait_for, on_failure)
+        return await self._finish_start(todo, meta, errors, wait_for, on_failure)
 
     async def start_child(
         self,
@@ -345,35 +396,52 @@ class Hub:
 
     async def _finish_start(
         self,
-        todo: list[tuple[ChildSpec, Mapping[str, Any], Any]],
+        todo: list[ChildSpec],
+        meta: Mapping[str, Any],
         errors: list[tuple[str, HubError]],
         timeout: float,
         on_failure: str,
     ) -> StartResult:
-        results = await self._supervisor.start_batch(todo, timeout) if todo else {}
-        started: list[tuple[str, list[tuple[str, Pid]]]] = []
         node = self.node
-        for spec, _, _ in todo:
-            child_id = spec.id
-            outcome = results[child_id]
-            if isinstance(outcome, Pid):
-                started.append((child_id, [(node, outcome)]))
+        coordinator = self.coordinator
+        groups = coordinator.plan_start(todo) if coordinator is not None else {node: todo}
+        outcomes: dict[str, list[tuple[str, Pid | HubError]]] = {}
+
+        async def start_on(target: str, specs: list[ChildSpec]) -> None:
+            if target == node:
+                local = await self._supervisor.start_batch(
+                    [(s, meta, None) for s in specs], timeout
+                )
+                outcomes[target] = [(s.id, local[s.id]) for s in specs]
             else:
-                errors.append((child_id, outcome))
-        if started and self._events.wants(Hook.PROCESS_STARTUPS):
-            self._events.emit(Hook.PROCESS_STARTUPS, [(cid, where[0][1]) for cid, where in started])
+                assert coordinator is not None
+                outcomes[target] = await coordinator.start_remote(target, specs, meta, timeout)
+
+        await asyncio.gather(*(start_on(target, specs) for target, specs in groups.items()))
+        where: dict[str, list[tuple[str, Pid]]] = {}
+        failed: dict[str, HubError] = {}
+        for results in outcomes.values():
+            for cid, outcome in results:
+                if isinstance(outcome, Pid):
+                    where.setdefault(cid, []).append((outcome.node, outcome))
+                else:
+                    failed.setdefault(cid, outcome)
+        started = [(s.id, sorted(where[s.id])) for s in todo if s.id in where]
+        errors += [(s.id, failed[s.id]) for s in todo if s.id in failed and s.id not in where]
+        local_pids = [(cid, pid) for cid, pids in started for n, pid in pids if n == node]
+        if local_pids and self._events.wants(Hook.PROCESS_STARTUPS):
+            self._events.emit(Hook.PROCESS_STARTUPS, local_pids)
         rolled_back: list[str] = []
         if errors and on_failure == "rollback" and started:
             rolled_back = [cid for cid, _ in started]
-            await self._stop_local(rolled_back, "rollback")
+            await self._stop_routed(rolled_back, "rollback")
             started = []
         await self._events.flush()
         if self.hooks.has_handlers(Hook.POST_CHILDREN_START):
-            report = [ChildStarted(cid, "ok", where[0][1], [node]) for cid, where in started]
-            report += [
-                ChildStarted(cid, _result_word(exc), None, [])
-                for cid, exc in errors
-            ]  # fmt: skip
+            report = [
+                ChildStarted(cid, "ok", pids[0][1], [n for n, _ in pids]) for cid, pids in started
+            ]
+            report += [ChildStarted(cid, _result_word(exc), None, []) for cid, exc in errors]
             await self.hooks.dispatch(Hook.POST_CHILDREN_START, report)
         return StartResult("error" if errors else "ok", started, errors, rolled_back)
 
@@ -393,15 +461,52 @@ class Hub:
             raise InvalidSpec("stop_children takes a list of ids (use stop_child for one)")
         ids = list(dict.fromkeys(child_ids))
         if not wait:
-            self._own(self._stop_local(ids, reason), "stop")
+            self._own(self._stop_routed(ids, reason), "stop")
             return StopResult("accepted")
-        return await self._stop_local(ids, reason)
+        return await self._stop_routed(ids, reason)
 
     async def stop_child(
         self, child_id: str, *, wait: bool = True, reason: Any = "shutdown"
     ) -> StopResult:
         """Stop one child (see :meth:`stop_children`)."""
         return await self.stop_children([child_id], wait=wait, reason=reason)
+
+    async def _stop_routed(self, ids: list[str], reason: Any) -> StopResult:
+        """Stop children wherever the registry says they run."""
+        coordinator = self.coordinator
+        if coordinator is None:
+            return await self._stop_local(ids, reason)
+        groups: dict[str, list[str]] = {}
+        for cid in ids:
+            nodes = {n for n, _ in self._registry.lookup(cid)}
+            if self._supervisor.get(cid) is not None:
+                nodes.add(self.node)
+            for target in nodes or {self.node}:
+                groups.setdefault(target, []).append(cid)
+        result = StopResult("ok")
+        local = groups.pop(self.node, [])
+        remote = await asyncio.gather(
+            *(coordinator.stop_remote(target, group, reason) for target, group in groups.items())
+        )
+        failed: dict[str, HubError] = {}
+        for (target, group), errors in zip(groups.items(), remote, strict=True):
+            bad = dict(errors)
+            failed.update(bad)
+            for cid in group:
+                if cid not in bad:
+                    result.stopped.append((cid, [target]))
+        if local:
+            here = await self._stop_local(local, reason)
+            result.stopped += here.stopped
+            failed.update(here.errors)
+        merged: dict[str, list[str]] = {}
+        for cid, stopped_on in result.stopped:
+            merged.setdefault(cid, []).extend(stopped_on)
+        result.stopped = [(cid, sorted(merged[cid])) for cid in ids if cid in merged]
+        result.errors = [(cid, failed[cid]) for cid in ids if cid in failed and cid not in merged]
+        result.status = "error" if result.errors else "ok"
+        await self._events.flush()
+        return result
 
     async def _stop_local(self, ids: list[str], reason: Any) -> StopResult:
         supervisor = self._supervisor
@@ -431,8 +536,12 @@ class Hub:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            logger.error("hub %s: background %s failed", self.hub_id, task.get_name(),
-                         exc_info=task.exception())  # fmt: skip
+            logger.error(
+                "hub %s: background %s failed",
+                self.hub_id,
+                task.get_name(),
+                exc_info=task.exception(),
+            )
 
     # -- reads (local, no network) -------------------------------------------------------------
 
@@ -489,9 +598,9 @@ class Hub:
 
     async def cast(self, target: str | Pid, message: Any) -> None:
         """Send ``message`` without waiting for an answer. ``target`` is a child id or a pid
-        (that exact instance). Raises :class:`NotFound` or :class:`MailboxFull`."""
-        ctx = self._target(target)
-        ctx.deliver(message)
+        (that exact instance). Raises :class:`NotFound` or :class:`MailboxFull`. In a cluster
+        the message goes to the node that runs the child (the primary under replication)."""
+        await self._deliver(target, message, None, self._call_timeout)
 
     async def call(self, target: str | Pid, message: Any, *, timeout: float | None = None) -> Any:
         """Send ``message`` and return the reply. Raises :class:`NotFound`, :class:`Timeout`
@@ -499,16 +608,55 @@ class Hub:
         process crashed handling it. A call sent while the child restarts is answered by the next
         instance (the mailbox survives restarts)."""
         limit = _check_timeout(timeout, self._call_timeout)
+        return await self._deliver(target, message, Call, limit)
+
+    async def _deliver(
+        self, target: str | Pid, message: Any, call: type[Call] | None, limit: float
+    ) -> Any:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
-        ctx = self._target(target)
-        future: asyncio.Future[Any] = loop.create_future()
-        ctx.deliver(Call(message, future))
+        coordinator = self.coordinator
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await self._deliver_once(target, message, call, deadline)
+            except TimeoutError:
+                raise Timeout(f"call to {target} got no reply within {limit}s") from None
+            except NotFound:
+                # A child that just moved (or lost its node) reappears shortly: wait for it.
+                if coordinator is None or isinstance(target, Pid) or not coordinator.moving(target):
+                    raise
+                if loop.time() + 0.02 >= deadline:
+                    raise Timeout(f"{target} did not reappear within {limit}s") from None
+                await asyncio.sleep(0.02)
+
+    async def _deliver_once(
+        self, target: str | Pid, message: Any, call: type[Call] | None, deadline: float
+    ) -> Any:
+        coordinator = self.coordinator
+        node = self.node
+        if coordinator is not None:
+            if isinstance(target, Pid):
+                node = target.node
+            elif self._supervisor.get(target) is None:
+                node = coordinator.route(target)
+        if node == self.node:
+            ctx = self._target(target)
+            if call is None:
+                ctx.deliver(message)
+                return None
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            ctx.deliver(Call(message, future))
+            return await future
+        assert coordinator is not None
+        remaining = max(0.001, deadline - asyncio.get_running_loop().time())
         try:
-            async with asyncio.timeout_at(deadline):
-                return await future
-        except TimeoutError:
-            raise Timeout(f"call to {target} got no reply within {limit}s") from None
+            if call is None:
+                await coordinator.send_message(node, target, message)
+                return None
+            return await coordinator.call(node, target, message, remaining)
+        except RemoteError as exc:
+            raise _local_error(exc, target) from None
 
     def _target(self, target: str | Pid) -> ProcessContext:
         if isinstance(target, Pid):
@@ -540,6 +688,8 @@ class Hub:
         pid = ctx.pid
         self._by_local_id[pid.local_id] = child
         self._registry.put(Entry(child.spec, pid, child.metadata))
+        if self.coordinator is not None:
+            self.coordinator.local_changed()
         events = self._events
         cid = child.spec.id
         if events.wants(Hook.REGISTRY_PID_INSERTED):
@@ -560,12 +710,33 @@ class Hub:
         if ctx is not None:
             self._by_local_id.pop(ctx.pid.local_id, None)
         self._registry.delete(cid)
+        if self.coordinator is not None:
+            self.coordinator.local_changed()
         events = self._events
         events.emit(Hook.REGISTRY_PID_REMOVED, PidRemoved(cid, [self.node]))
         if kind == "stopped":
             events.emit(Hook.CHILD_STOPPED, ChildStopped(cid, reason))
         elif kind == "buried":
             events.emit(Hook.CHILD_BURIED, ChildBuried(cid, reason.error, reason.attempts))
+
+
+def _local_error(exc: RemoteError, target: object) -> HubError:
+    """The local exception for an error a peer reported."""
+    if exc.kind == "NotFound":
+        return NotFound(target)
+    if exc.kind == "Timeout":
+        return Timeout(exc.message)
+    if exc.kind == "CallFailed":
+        return CallFailed(target, exc.message)
+    if exc.kind == "MailboxFull":
+        return HubError(f"mailbox of {target} is full on {exc.peer}")
+    return exc
+
+
+def _default_strategies() -> dict[str, Any]:
+    from strategies import defaults  # strategies depends on hub: import at call time
+
+    return defaults()
 
 
 def _check_specs(specs: Iterable[ChildSpec]) -> list[ChildSpec]:

@@ -47,7 +47,13 @@ class LinkError(HubError):
 
 
 class RemoteError(HubError):
-    """The peer answered a request with an error."""
+    """The peer answered a request with an error: ``kind`` is its type name there."""
+
+    def __init__(self, peer: str, kind: str, message: str) -> None:
+        self.peer = peer
+        self.kind = kind
+        self.message = message
+        super().__init__(f"{peer}: {kind}: {message}")
 
 
 def _pack(frame: list[Any]) -> bytes:
@@ -112,7 +118,10 @@ class _Link:
                         if frame[2]:
                             future.set_result(frame[3])
                         else:
-                            future.set_exception(RemoteError(f"{self.peer.name}: {frame[3]}"))
+                            kind, message = [*frame[3], "HubError", ""][:2]
+                            future.set_exception(
+                                RemoteError(self.peer.name, str(kind), str(message))
+                            )
         finally:
             self.fail("closed by peer")
 
@@ -335,10 +344,10 @@ class Links:
                     await self._call(peer, frame[2], frame[3], frame[4]),
                 ]
             except HubError as exc:
-                reply = [RESPONSE, frame[1], False, f"{type(exc).__name__}: {exc}"]
+                reply = [RESPONSE, frame[1], False, [type(exc).__name__, str(exc)]]
             except Exception as exc:
                 logger.exception("handling %r from %s failed", frame[3], peer.name)
-                reply = [RESPONSE, frame[1], False, f"internal error: {exc!r}"]
+                reply = [RESPONSE, frame[1], False, ["InternalError", repr(exc)]]
             if not ws.closed:
                 await ws.send_bytes(_pack(reply))
         except (ConnectionError, RuntimeError):

@@ -1,0 +1,192 @@
+"""The distributed hub with real nodes on loopback (several hubs in this process, so that the
+tests can sample every node's supervisor at once)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from hub import WILDCARD, AlreadyStarted, ChildSpec, Hook, HookHandler, Hub, NotFound
+from hub.cluster.faults import Faults
+from hub.cluster.node import Node
+from strategies import ConsistentHashing
+from tests import procs
+from tests.conftest import wait_until
+
+COOKIE = "distributed-cookie-0123456789"
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.hubs: list[Hub] = []
+        self.events: dict[str, list[tuple[str, Any]]] = {}
+
+    async def add(self, name: str, *, faults: Faults | None = None) -> Hub:
+        seeds = [f"127.0.0.1:{self.hubs[0].endpoint.address.port}"] if self.hubs else []  # type: ignore[union-attr]
+        node = await Node(name, cookie=COOKIE, preset="local", seeds=seeds, faults=faults).start()
+        log = self.events.setdefault(name, [])
+        watched = (Hook.CHILD_CONFLICT, Hook.CHILDREN_MIGRATED, Hook.PROCESS_STARTUPS)
+        hooks = {
+            e: [
+                HookHandler(
+                    f"log_{e}", lambda ev, d, log=log: log.append((ev, d)), [str(e), WILDCARD]
+                )
+            ]
+            for e in watched
+        }
+        hub = await Hub("orders", endpoint=node, hooks=hooks, reconcile_interval=0.5).start()
+        self.hubs.append(hub)
+        await self.settled()
+        return hub
+
+    async def settled(self) -> None:
+        names = sorted(h.node for h in self.hubs)
+        for hub in self.hubs:
+            await wait_until(lambda h=hub: h.nodes(include_local=True) == names, timeout=20)
+
+    def running(self) -> dict[str, list[str]]:
+        """child id -> the nodes whose supervisor runs it right now."""
+        where: dict[str, list[str]] = {}
+        for hub in self.hubs:
+            if hub.is_alive():
+                for cid in hub._supervisor.children:
+                    where.setdefault(cid, []).append(hub.node)
+        return where
+
+    def owners(self, cid: str) -> str:
+        ring = ConsistentHashing(nodes=[h.node for h in self.hubs if h.is_alive()])
+        return ring.belongs_to(cid)[0]
+
+    async def converged(self, ids: set[str]) -> None:
+        """Every live hub's registry lists exactly ``ids``, each once, on its ring owner."""
+        live = [h for h in self.hubs if h.is_alive()]
+
+        def done() -> bool:
+            running = self.running()
+            if set(running) != ids or any(len(nodes) != 1 for nodes in running.values()):
+                return False
+            if any(running[cid][0] != self.owners(cid) for cid in ids):
+                return False
+            views = [h.process_list() for h in live]
+            return all(v == views[0] for v in views) and len(views[0]) == len(ids)
+
+        await wait_until(done, timeout=30)
+
+    async def close(self) -> None:
+        for hub in self.hubs:
+            endpoint = hub.endpoint
+            await hub.stop()
+            if endpoint is not None:
+                await endpoint.stop()
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    c = Cluster()
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def counters(n: int, prefix: str = "c") -> list[ChildSpec]:
+    return [ChildSpec(f"{prefix}{i}", procs.Counter, args=[i]) for i in range(n)]
+
+
+async def test_children_spread_over_their_owners_and_every_registry_agrees(
+    cluster: Cluster,
+) -> None:
+    for name in ("a", "b", "c"):
+        await cluster.add(name)
+    res = await cluster.hubs[0].start_children(counters(300))
+    assert res.status == "ok"
+    assert len(res.started) == 300
+    ids = {f"c{i}" for i in range(300)}
+    await cluster.converged(ids)
+    per_node = {h.node: len(h._supervisor.children) for h in cluster.hubs}
+    assert all(n > 50 for n in per_node.values()), per_node  # spread, not piled on one node
+    for cid, where in res.started:
+        assert [n for n, _ in where] == [cluster.owners(cid)]
+    again = await cluster.hubs[2].start_children(counters(3))
+    assert [type(e) for _, e in again.errors] == [AlreadyStarted] * 3
+    stop = await cluster.hubs[1].stop_children(sorted(ids))
+    assert stop.status == "ok"
+    assert len(stop.stopped) == 300
+    await wait_until(lambda: all(h.process_list() == [] for h in cluster.hubs))
+
+
+async def test_cast_and_call_reach_remote_children(cluster: Cluster) -> None:
+    a = await cluster.add("a")
+    b = await cluster.add("b")
+    await a.start_children(counters(20))
+    await cluster.converged({f"c{i}" for i in range(20)})
+    remote = next(cid for cid, where in b.process_list() if where[0][0] == "a")
+    await b.cast(remote, {"by": 100})
+    n = int(remote[1:])
+    assert await b.call(remote, "get") == n + 100
+    pid = b.get_pid(remote)
+    assert pid is not None
+    assert pid.node == "a"
+    assert await b.call(pid, "get") == n + 100
+    with pytest.raises(NotFound):
+        await b.call("ghost", "get", timeout=1)
+
+
+async def test_a_join_migrates_exactly_the_children_the_newcomer_owns(cluster: Cluster) -> None:
+    for name in ("a", "b"):
+        await cluster.add(name)
+    ids = {f"c{i}" for i in range(200)}
+    await cluster.hubs[0].start_children(counters(200))
+    await cluster.converged(ids)
+    await cluster.add("c")
+    await cluster.converged(ids)
+    owned = {cid for cid in ids if cluster.owners(cid) == "c"}
+    migrated = [d for e, d in cluster.events["c"] if e == Hook.CHILDREN_MIGRATED]
+    assert {s.id for d in migrated for s in d.specs} == owned
+    assert owned  # the newcomer got its share
+
+
+async def test_a_graceful_leave_hands_children_over_without_two_copies(cluster: Cluster) -> None:
+    for name in ("a", "b", "c"):
+        await cluster.add(name)
+    ids = {f"c{i}" for i in range(200)}
+    await cluster.hubs[0].start_children(counters(200))
+    await cluster.converged(ids)
+    doubles: list[str] = []
+    sampling = True
+
+    async def sample() -> None:
+        while sampling:
+            doubles.extend(cid for cid, nodes in cluster.running().items() if len(nodes) > 1)
+            await asyncio.sleep(0.002)
+
+    sampler = asyncio.create_task(sample())
+    leaver = cluster.hubs[2]
+    await leaver.stop()
+    await cluster.converged(ids)
+    sampling = False
+    await sampler
+    assert doubles == []
+
+
+async def test_a_partition_that_heals_ends_without_duplicates(cluster: Cluster) -> None:
+    faults = {name: Faults() for name in ("a", "b")}
+    for name in ("a", "b"):
+        await cluster.add(name, faults=faults[name])
+    ids = {f"c{i}" for i in range(60)}
+    await cluster.hubs[0].start_children(counters(60))
+    await cluster.converged(ids)
+    for f in faults.values():
+        f.partition([["a"], ["b"]])
+    # each side fails the other over: every child runs on both sides
+    await wait_until(lambda: all(len(n) == 2 for n in cluster.running().values()), timeout=30)
+    for f in faults.values():
+        f.partition(None)
+    await cluster.converged(ids)
+    conflicts = [d for log in cluster.events.values() for e, d in log if e == Hook.CHILD_CONFLICT]
+    assert sorted(c.child_id for c in conflicts) == sorted(ids)
+    for c in conflicts:
+        assert c.winner == cluster.owners(c.child_id) != c.loser
