@@ -38,7 +38,15 @@ from typing import TYPE_CHECKING, Any
 from .cluster.links import LinkError
 from .cluster.messages import NodeId
 from .errors import AlreadyStarted, HubError, InvalidSpec, NotFound, StartFailed, Timeout
-from .events import ChildConflict, ChildrenMigrated, Hook, PidInserted, PidRemoved, Redistribution
+from .events import (
+    ChildConflict,
+    ChildrenMigrated,
+    Hook,
+    PidInserted,
+    PidRemoved,
+    PidUpdate,
+    Redistribution,
+)
 from .pid import Pid
 from .process import Call
 from .registry import Change, Delta, Entry, Snapshot
@@ -221,8 +229,11 @@ class Coordinator:
     def _apply_changes(self, changes: Iterable[Change]) -> None:
         events = self.hub._events
         for change in changes:
-            if change.kind == "inserted":
+            if change.kind != "removed":
                 assert change.pid is not None
+                if change.kind == "replaced":
+                    update = PidUpdate(change.node, change.child_id, change.pid)
+                    events.emit(Hook.CHILD_PROCESS_PID_UPDATE, update)
                 events.emit(
                     Hook.REGISTRY_PID_INSERTED,
                     PidInserted(change.child_id, [(change.node, change.pid)]),
@@ -345,9 +356,7 @@ class Coordinator:
                     for cid, pid in forwarded
                 ]
         if mine:
-            results = await hub._supervisor.start_batch(
-                [(s, metadata, None) for s in mine], timeout
-            )
+            results = await hub._start_local([(s, metadata, None) for s in mine], timeout)
             for spec in mine:
                 outcome = results[spec.id]
                 if isinstance(outcome, Pid):
@@ -436,7 +445,7 @@ class Coordinator:
             and supervisor.get(e.spec.id) is None
         ]
         if todo:
-            results = await supervisor.start_batch(todo, hub._start_timeout)
+            results = await hub._start_local(todo, hub._start_timeout)
             failed = {cid: r for cid, r in results.items() if not isinstance(r, Pid)}
             logger.info(
                 "hub %s: restarted %d children of %s here%s",
@@ -527,7 +536,7 @@ class Coordinator:
                         len(lost),
                         target,
                     )
-                    await supervisor.start_batch(
+                    await hub._start_local(
                         [(s, metas[key], None) for s in lost], hub._start_timeout
                     )
 

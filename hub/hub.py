@@ -409,9 +409,7 @@ class Hub:
 
         async def start_on(target: str, specs: list[ChildSpec]) -> None:
             if target == node:
-                local = await self._supervisor.start_batch(
-                    [(s, meta, None) for s in specs], timeout
-                )
+                local = await self._start_local([(s, meta, None) for s in specs], timeout)
                 outcomes[target] = [(s.id, local[s.id]) for s in specs]
             else:
                 assert coordinator is not None
@@ -428,9 +426,6 @@ class Hub:
                     failed.setdefault(cid, outcome)
         started = [(s.id, sorted(where[s.id])) for s in todo if s.id in where]
         errors += [(s.id, failed[s.id]) for s in todo if s.id in failed and s.id not in where]
-        local_pids = [(cid, pid) for cid, pids in started for n, pid in pids if n == node]
-        if local_pids and self._events.wants(Hook.PROCESS_STARTUPS):
-            self._events.emit(Hook.PROCESS_STARTUPS, local_pids)
         rolled_back: list[str] = []
         if errors and on_failure == "rollback" and started:
             rolled_back = [cid for cid, _ in started]
@@ -444,6 +439,18 @@ class Hub:
             report += [ChildStarted(cid, _result_word(exc), None, []) for cid, exc in errors]
             await self.hooks.dispatch(Hook.POST_CHILDREN_START, report)
         return StartResult("error" if errors else "ok", started, errors, rolled_back)
+
+    async def _start_local(
+        self, items: list[tuple[ChildSpec, Mapping[str, Any], Any]], timeout: float
+    ) -> dict[str, Pid | HubError]:
+        """Start children on this node (every path: requests, failover, migration) and report
+        the batch with ``PROCESS_STARTUPS``."""
+        results = await self._supervisor.start_batch(items, timeout)
+        if self._events.wants(Hook.PROCESS_STARTUPS):
+            started = [(s.id, r) for s, _, _ in items if isinstance(r := results[s.id], Pid)]
+            if started:
+                self._events.emit(Hook.PROCESS_STARTUPS, started)
+        return results
 
     async def stop_children(
         self,

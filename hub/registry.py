@@ -62,10 +62,10 @@ class Snapshot(NamedTuple):
 
 
 class Change(NamedTuple):
-    """What an operation did to the cluster view of one child: ``kind`` is ``"inserted"`` (the
-    entry is new or its pid changed) or ``"removed"``."""
+    """What an operation did to the cluster view of one child on one node: ``kind`` is
+    ``"inserted"`` (new there), ``"replaced"`` (its pid changed: a restart) or ``"removed"``."""
 
-    kind: Literal["inserted", "removed"]
+    kind: Literal["inserted", "replaced", "removed"]
     child_id: str
     node: str
     pid: Pid | None
@@ -156,8 +156,10 @@ class Registry:
             else:
                 old = entries.get(child_id)
                 entries[child_id] = entry
-                if old is None or old.pid != entry.pid:
+                if old is None:
                     changes.append(Change("inserted", child_id, delta.node, entry.pid))
+                elif old.pid != entry.pid:
+                    changes.append(Change("replaced", child_id, delta.node, entry.pid))
         part.version = delta.version
         return _net(changes)
 
@@ -186,8 +188,10 @@ class Registry:
                 changes.append(Change("removed", cid, node, None))
         for cid, entry in new.entries.items():
             previous = old_entries.get(cid)
-            if previous is None or previous.pid != entry.pid:
+            if previous is None:
                 changes.append(Change("inserted", cid, node, entry.pid))
+            elif previous.pid != entry.pid:
+                changes.append(Change("replaced", cid, node, entry.pid))
         return changes
 
     def drop(self, node: str) -> list[Change]:

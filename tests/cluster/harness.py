@@ -114,8 +114,15 @@ class NodeProc:
         await self.proc.stdin.drain()
         if cmd["cmd"] == "leave":
             return await self.wait_for(lambda e: e["ev"] == "stopped", since=mark)
-        want = {"members": "members", "stats": "stats"}.get(cmd["cmd"], "ok")
-        return await self.wait_for(lambda e: e["ev"] == want, since=mark, timeout=10)
+        want = {
+            "members": "members",
+            "stats": "stats",
+            "start": "started",
+            "registry": "registry",
+            "startups": "startups",
+            "stop_all": "stopped_all",
+        }.get(cmd["cmd"], "ok")
+        return await self.wait_for(lambda e: e["ev"] == want, since=mark, timeout=60)
 
     async def members(self) -> dict[str, tuple[str, int]]:
         reply = await self.command(cmd="members")

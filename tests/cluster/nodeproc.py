@@ -13,12 +13,12 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from typing import Any
 
-from hub.cluster.membership import MemberEvent, NameConflict
-
-from hub import WILDCARD, Hook, HookHandler, Hub
+from hub import WILDCARD, ChildSpec, Hook, HookHandler, Hub
 from hub.cluster.faults import Faults
+from hub.cluster.membership import MemberEvent, NameConflict
 from hub.cluster.node import Node, NodeEvent
 
 
@@ -36,7 +36,36 @@ def on_event(event: NodeEvent) -> None:
         emit(ev="conflict", name=event.name, other=str(event.other.address))
 
 
-async def commands(node: Node, stop: asyncio.Event) -> None:
+STARTUPS: Counter[str] = Counter()
+
+
+def count_startups(startups: list[tuple[str, Any]]) -> None:
+    STARTUPS.update(cid for cid, _ in startups)
+
+
+async def hub_command(hub: Hub | None, cmd: dict[str, Any]) -> None:
+    assert hub is not None, "this node runs no hub"
+    match cmd["cmd"]:
+        case "start":
+            specs = [
+                ChildSpec(f"{cmd['prefix']}{i}", "tests.procs:Counter", args=[i])
+                for i in range(cmd["n"])
+            ]
+            res = await hub.start_children(specs, timeout=30)
+            emit(ev="started", ok=len(res.started), errors=[str(e) for _, e in res.errors][:5])
+        case "stop_all":
+            res = await hub.stop_children([cid for cid, _ in hub.process_list()])
+            emit(ev="stopped_all", ok=len(res.stopped), errors=len(res.errors))
+        case "registry":
+            emit(
+                ev="registry",
+                children={cid: [n for n, _ in where] for cid, where in hub.process_list()},
+            )
+        case "startups":
+            emit(ev="startups", counts=dict(STARTUPS))
+
+
+async def commands(node: Node, stop: asyncio.Event, hub: Hub | None) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -64,6 +93,8 @@ async def commands(node: Node, stop: asyncio.Event) -> None:
                 emit(ev="stats", **node.stats)
             case "leave":
                 break
+            case _:
+                await hub_command(hub, cmd)
     stop.set()
 
 
@@ -108,10 +139,11 @@ async def main() -> None:
                 Hook.POST_CLUSTER_LEAVE,
             )
         }
+        hooks[Hook.PROCESS_STARTUPS] = [HookHandler("count", count_startups)]
         hub = await Hub(args.hub, endpoint=node, hooks=hooks).start()
     emit(ev="listening", name=node.name, port=node.address.port, boot=node.boot_id)
     stop = asyncio.Event()
-    reader = asyncio.create_task(commands(node, stop))
+    reader = asyncio.create_task(commands(node, stop, hub))
     await stop.wait()
     if hub is not None:
         await hub.stop()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hub import WILDCARD, AlreadyStarted, ChildSpec, Hook, HookHandler, Hub, NotFound
+from hub import WILDCARD, AlreadyStarted, CallFailed, ChildSpec, Hook, HookHandler, Hub, NotFound
 from hub.cluster.faults import Faults
 from hub.cluster.node import Node
 from strategies import ConsistentHashing
@@ -28,7 +28,12 @@ class Cluster:
         seeds = [f"127.0.0.1:{self.hubs[0].endpoint.address.port}"] if self.hubs else []  # type: ignore[union-attr]
         node = await Node(name, cookie=COOKIE, preset="local", seeds=seeds, faults=faults).start()
         log = self.events.setdefault(name, [])
-        watched = (Hook.CHILD_CONFLICT, Hook.CHILDREN_MIGRATED, Hook.PROCESS_STARTUPS)
+        watched = (
+            Hook.CHILD_CONFLICT,
+            Hook.CHILDREN_MIGRATED,
+            Hook.PROCESS_STARTUPS,
+            Hook.CHILD_PROCESS_PID_UPDATE,
+        )
         hooks = {
             e: [
                 HookHandler(
@@ -190,3 +195,25 @@ async def test_a_partition_that_heals_ends_without_duplicates(cluster: Cluster) 
     assert sorted(c.child_id for c in conflicts) == sorted(ids)
     for c in conflicts:
         assert c.winner == cluster.owners(c.child_id) != c.loser
+
+
+async def test_a_crash_restarts_in_place_and_every_node_sees_the_new_pid(cluster: Cluster) -> None:
+    for name in ("a", "b", "c"):
+        await cluster.add(name)
+    await cluster.hubs[0].start_children(counters(30))
+    await cluster.converged({f"c{i}" for i in range(30)})
+    cid = next(c for c, where in cluster.hubs[0].process_list() if where[0][0] == "b")
+    old = cluster.hubs[0].get_pid(cid)
+    with pytest.raises(CallFailed):
+        await cluster.hubs[0].call(cid, "crash")
+    await wait_until(lambda: all(h.get_pid(cid) not in (None, old) for h in cluster.hubs))
+    new = cluster.hubs[0].get_pid(cid)
+    assert new is not None
+    assert new.node == "b"  # restarted in place
+    for hub in cluster.hubs:
+        await wait_until(
+            lambda h=hub: any(
+                e == Hook.CHILD_PROCESS_PID_UPDATE and d.child_id == cid and d.pid == new
+                for e, d in cluster.events[h.node]
+            )
+        )

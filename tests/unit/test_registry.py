@@ -65,8 +65,8 @@ def test_snapshot_replaces_a_partition_and_reports_the_difference() -> None:
     replica.load(Snapshot("a", "boot1", 2, (entry("a", "c1", 1, "boot1"), entry("a", "c2", 2))))
     changes = replica.load(Snapshot("a", "boot2", 1, (entry("a", "c2", 7, "boot2"),)))
     assert sorted(changes) == [
-        Change("inserted", "c2", "a", Pid("a", "boot2", 7)),
         Change("removed", "c1", "a", None),
+        Change("replaced", "c2", "a", Pid("a", "boot2", 7)),
     ]
     stale = Snapshot("a", "boot2", 0, ())
     assert replica.load(stale) == []
