@@ -359,12 +359,15 @@ class Node:
                     self.stats["sent"] += 1
                     self.stats["bytes_out"] += len(body)
                     if resp.status != 200:
-                        if resp.status != 204:
-                            logger.warning(
+                        if resp.status != 204:  # 503: stopping or unreachable, like a lost packet
+                            level = logging.DEBUG if resp.status == 503 else logging.WARNING
+                            reason = (await resp.text())[:200]
+                            logger.log(
+                                level,
                                 "%s refused our message: HTTP %d %s",
                                 send.to,
                                 resp.status,
-                                (await resp.text())[:200],
+                                reason,
                             )
                         return
                     raw = await resp.content.read(MAX_MESSAGE_BYTES + 1)
