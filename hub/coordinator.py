@@ -122,6 +122,7 @@ class Coordinator:
         self._moving = asyncio.Semaphore(self.migration.max_concurrent)
         self._reconcile_lock = asyncio.Lock()
         self._in_transit: dict[str, float] = {}  # child id -> until when a lookup may wait
+        self._registry_changed = asyncio.Event()
 
     # -- children in transit -------------------------------------------------------------------
 
@@ -226,7 +227,25 @@ class Coordinator:
             peer, self.hub.hub_id, kind, payload, timeout=timeout
         )
 
+    async def until_visible(self, placed: Iterable[tuple[str, Pid]], deadline: float) -> None:
+        """Wait (until ``deadline``, loop time) until this node's registry shows each
+        ``(child_id, pid)``: a caller reads its own writes after a remote start."""
+        registry = self.hub._registry
+        pending = [(cid, pid) for cid, pid in placed if (pid.node, pid) not in registry.lookup(cid)]
+        loop = asyncio.get_running_loop()
+        while pending and loop.time() < deadline:
+            self._registry_changed.clear()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._registry_changed.wait()
+            except TimeoutError:
+                return
+            pending = [
+                (cid, pid) for cid, pid in pending if (pid.node, pid) not in registry.lookup(cid)
+            ]
+
     def _apply_changes(self, changes: Iterable[Change]) -> None:
+        self._registry_changed.set()
         events = self.hub._events
         for change in changes:
             if change.kind != "removed":
@@ -414,8 +433,10 @@ class Coordinator:
         return [(cid, error_from_wire(cid, err)) for cid, err in reply]
 
     async def send_message(self, node: str, target: str | Pid, message: Any) -> None:
+        """A remote cast: one-way and in order on the link (no round trip per message)."""
         wire = target.to_wire() if isinstance(target, Pid) else target
-        await self._request(node, "cast", [wire, message], timeout=5.0)
+        assert self.hub.endpoint is not None
+        await self.hub.endpoint.links.send(node, self.hub.hub_id, "cast", [wire, message])
 
     async def call(self, node: str, target: str | Pid, message: Any, timeout: float) -> Any:
         wire = target.to_wire() if isinstance(target, Pid) else target

@@ -425,6 +425,9 @@ class Hub:
                 else:
                     failed.setdefault(cid, outcome)
         started = [(s.id, sorted(where[s.id])) for s in todo if s.id in where]
+        if coordinator is not None:
+            remote = [(cid, pid) for cid, pids in started for n, pid in pids if n != node]
+            await coordinator.until_visible(remote, asyncio.get_running_loop().time() + timeout)
         errors += [(s.id, failed[s.id]) for s in todo if s.id in failed and s.id not in where]
         rolled_back: list[str] = []
         if errors and on_failure == "rollback" and started:
@@ -607,6 +610,22 @@ class Hub:
         """Send ``message`` without waiting for an answer. ``target`` is a child id or a pid
         (that exact instance). Raises :class:`NotFound` or :class:`MailboxFull`. In a cluster
         the message goes to the node that runs the child (the primary under replication)."""
+        coordinator = self.coordinator
+        if (
+            coordinator is not None
+            and isinstance(target, str)
+            and self._supervisor.get(target) is None
+        ):
+            try:  # the common remote case, without a deadline: a cast waits for nothing
+                node = coordinator.route(target)
+            except NotFound:
+                node = None
+            if node is not None and node != self.node:
+                try:
+                    await coordinator.send_message(node, target, message)
+                except RemoteError as exc:
+                    raise _local_error(exc, target) from None
+                return
         await self._deliver(target, message, None, self._call_timeout)
 
     async def call(self, target: str | Pid, message: Any, *, timeout: float | None = None) -> Any:

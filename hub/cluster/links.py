@@ -7,8 +7,11 @@ arrays multiplexed by hub id::
     [0, 0,   hub_id, kind, payload]   one-way (in order per link)
     [1, rid, hub_id, kind, payload]   request: the peer answers with a response
     [2, rid, ok, payload]             response: payload, or an error message when not ok
+    [3, frame, frame, ...]            a batch: frames queued while a write was in flight
 
-One-way frames are handled in order, one at a time (registry deltas rely on it); requests run
+A link's writer task sends what is queued; frames queued while it writes go out together as one
+batch, so a burst of casts costs one websocket message, not one each, and an idle link adds no
+delay. One-way frames are handled in order, one at a time (registry deltas rely on it); requests run
 concurrently, bounded per link. Every wait is bounded by the caller's timeout; a link that
 breaks fails its pending requests at once and is dialled again on the next send.
 """
@@ -26,7 +29,7 @@ import aiohttp
 import msgpack  # type: ignore[import-untyped]
 from aiohttp import web
 
-from ..errors import HubError, NotFound, Timeout, Unauthorized
+from ..errors import HubError, InvalidSpec, NotFound, Timeout, Unauthorized
 from .auth import H_NONCE, Authenticator
 from .messages import Address, NodeId
 
@@ -36,7 +39,8 @@ logger = logging.getLogger(__name__)
 
 LINK_PATH = "/processhub/v1/link"
 MAX_FRAME_BYTES = 16 * 1024 * 1024
-ONEWAY, REQUEST, RESPONSE = 0, 1, 2
+ONEWAY, REQUEST, RESPONSE, BATCH = 0, 1, 2, 3
+MAX_OUTBOX = 10_000  # frames queued on one link before senders wait for the writer
 
 #: ``handler(peer, kind, payload)`` for one hub id: the return value answers a request.
 Handler = Callable[[NodeId, str, Any], Awaitable[Any]]
@@ -57,17 +61,39 @@ class RemoteError(HubError):
 
 
 def _pack(frame: list[Any]) -> bytes:
-    data: bytes = msgpack.packb(frame, use_bin_type=True)
+    try:
+        data: bytes = msgpack.packb(frame, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidSpec(f"cannot send to another node (msgpack data only): {exc}") from None
     if len(data) > MAX_FRAME_BYTES:
         raise HubError(f"frame of {len(data)} bytes exceeds {MAX_FRAME_BYTES}")
     return data
 
 
-def _unpack(data: bytes) -> list[Any]:
+def _batch(frames: list[bytes]) -> bytes:
+    """One msgpack array ``[BATCH, *frames]`` built from frames packed one by one."""
+    n = len(frames) + 1
+    if n < 16:
+        header = bytes((0x90 | n,))
+    elif n < 0x10000:
+        header = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        header = b"\xdd" + n.to_bytes(4, "big")
+    return header + b"\x03" + b"".join(frames)
+
+
+def _frames(data: bytes) -> list[list[Any]]:
+    """The frames of one websocket message (one frame, or a batch)."""
     try:
-        frame = msgpack.unpackb(data, raw=False, strict_map_key=False)  # size: max_msg_size
+        decoded = msgpack.unpackb(data, raw=False, strict_map_key=False)  # size: max_msg_size
     except Exception as exc:  # msgpack raises several unrelated types on bad input
         raise ValueError(f"malformed frame: {exc}") from None
+    if isinstance(decoded, list) and decoded and decoded[0] == BATCH:
+        return [_check(frame) for frame in decoded[1:]]
+    return [_check(decoded)]
+
+
+def _check(frame: Any) -> list[Any]:
     if not isinstance(frame, list) or len(frame) not in (4, 5) or frame[0] not in (0, 1, 2):
         raise ValueError("malformed frame")
     if frame[0] != RESPONSE and (
@@ -88,19 +114,40 @@ class _Link:
         self.ws = ws
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.rids = itertools.count(1)
-        self.reader = asyncio.get_running_loop().create_task(
-            self._read(), name=f"link:{owner.me.name}->{peer.name}"
-        )
+        loop = asyncio.get_running_loop()
+        name = f"link:{owner.me.name}->{peer.name}"
+        self.reader = loop.create_task(self._read(), name=name)
+        self._outbox: list[bytes] = []
+        self._queued = asyncio.Event()
+        self._drained = asyncio.Event()
+        self.writer = loop.create_task(self._write(), name=f"{name}:writer")
         self.closed = False
 
     async def send(self, frame: list[Any]) -> None:
+        """Queue a frame (packed now, so a bad payload fails its own sender)."""
         if self.closed:
             raise LinkError(f"link to {self.peer.name} is closed")
+        self._outbox.append(_pack(frame))
+        self._queued.set()
+        if len(self._outbox) >= MAX_OUTBOX:
+            self._drained.clear()
+            await self._drained.wait()
+            if self.closed:
+                raise LinkError(f"link to {self.peer.name} broke")
+
+    async def _write(self) -> None:
         try:
-            await self.ws.send_bytes(_pack(frame))
+            while True:
+                await self._queued.wait()
+                self._queued.clear()
+                while self._outbox:
+                    frames, self._outbox = self._outbox, []
+                    self._drained.set()
+                    await self.ws.send_bytes(frames[0] if len(frames) == 1 else _batch(frames))
         except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
             self.fail(f"send failed: {exc!r}")
-            raise LinkError(f"link to {self.peer.name} broke: {exc!r}") from None
+        finally:
+            self._drained.set()
 
     async def _read(self) -> None:
         try:
@@ -108,22 +155,27 @@ class _Link:
                 if msg.type != aiohttp.WSMsgType.BINARY:
                     break
                 try:
-                    frame = _unpack(msg.data)
+                    frames = _frames(msg.data)
                 except ValueError as exc:
                     logger.warning("link to %s: %s", self.peer.name, exc)
                     continue
-                if frame[0] == RESPONSE:
-                    future = self.pending.pop(frame[1], None)
-                    if future is not None and not future.done():
-                        if frame[2]:
-                            future.set_result(frame[3])
-                        else:
-                            kind, message = [*frame[3], "HubError", ""][:2]
-                            future.set_exception(
-                                RemoteError(self.peer.name, str(kind), str(message))
-                            )
+                for frame in frames:
+                    self._on_frame(frame)
         finally:
             self.fail("closed by peer")
+
+    def _on_frame(self, frame: list[Any]) -> None:
+        """A frame from the peer on a link we dialled: only responses come this way."""
+        if frame[0] != RESPONSE:
+            return
+        future = self.pending.pop(frame[1], None)
+        if future is None or future.done():
+            return
+        if frame[2]:
+            future.set_result(frame[3])
+        else:
+            kind, message = [*frame[3], "HubError", ""][:2]
+            future.set_exception(RemoteError(self.peer.name, str(kind), str(message)))
 
     def fail(self, why: str) -> None:
         if self.closed:
@@ -137,10 +189,12 @@ class _Link:
 
     async def close(self) -> None:
         self.fail("closed")
+        self.writer.cancel()
         await self.ws.close()
         self.reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.reader
+        for task in (self.writer, self.reader):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 class Links:
@@ -303,28 +357,39 @@ class Links:
                 if msg.type != aiohttp.WSMsgType.BINARY:
                     break
                 try:
-                    frame = _unpack(msg.data)
+                    frames = _frames(msg.data)
                 except ValueError as exc:
                     logger.warning("link from %s: %s", peer.name, exc)
                     continue
-                if frame[0] == ONEWAY:
-                    try:
-                        await self._call(peer, frame[2], frame[3], frame[4])
-                    except Exception:
-                        logger.exception("handling %r from %s failed", frame[3], peer.name)
-                elif frame[0] == REQUEST:
-                    await slots.acquire()
-                    task = asyncio.get_running_loop().create_task(
-                        self._answer(ws, peer, frame, slots)
-                    )
-                    running.add(task)
-                    task.add_done_callback(running.discard)
+                for frame in frames:
+                    await self._serve_frame(ws, peer, frame, slots, running)
         finally:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
             self._served.discard(ws)
         return ws
+
+    async def _serve_frame(
+        self,
+        ws: web.WebSocketResponse,
+        peer: NodeId,
+        frame: list[Any],
+        slots: asyncio.Semaphore,
+        running: set[asyncio.Task[None]],
+    ) -> None:
+        if frame[0] == ONEWAY:
+            try:
+                await self._call(peer, frame[2], frame[3], frame[4])
+            except HubError as exc:
+                logger.warning("%r from %s not delivered: %s", frame[3], peer.name, exc)
+            except Exception:
+                logger.exception("handling %r from %s failed", frame[3], peer.name)
+        elif frame[0] == REQUEST:
+            await slots.acquire()
+            task = asyncio.get_running_loop().create_task(self._answer(ws, peer, frame, slots))
+            running.add(task)
+            task.add_done_callback(running.discard)
 
     async def _call(self, peer: NodeId, hub_id: str, kind: str, payload: Any) -> Any:
         handler = self._handlers.get(hub_id)

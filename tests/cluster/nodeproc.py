@@ -63,6 +63,24 @@ async def hub_command(hub: Hub | None, cmd: dict[str, Any]) -> None:
             )
         case "startups":
             emit(ev="startups", counts=dict(STARTUPS))
+        case "watch":
+            WATCHES.add(asyncio.create_task(watch(hub, cmd["count"], cmd.get("without"))))
+            emit(ev="ok", cmd="watch")
+
+
+WATCHES: set[asyncio.Task[None]] = set()
+
+
+async def watch(hub: Hub, count: int, without: str | None) -> None:
+    """Report the moment this node's registry holds ``count`` children (and no partition of
+    ``without``): sums partition sizes every millisecond, O(nodes) per look."""
+    partitions = hub._registry.partitions
+    while not (  # noqa: ASYNC110 - sampling the registry is what is measured
+        sum(len(p.entries) for p in partitions.values()) == count
+        and (without is None or not partitions.get(without, None))
+    ):
+        await asyncio.sleep(0.001)
+    emit(ev="reached", count=count)
 
 
 async def commands(node: Node, stop: asyncio.Event, hub: Hub | None) -> None:
@@ -140,6 +158,9 @@ async def main() -> None:
             )
         }
         hooks[Hook.PROCESS_STARTUPS] = [HookHandler("count", count_startups)]
+        hooks[Hook.CHILDREN_MIGRATED] = [
+            HookHandler("migrated", lambda d: emit(ev="migrated", n=len(d.specs)))
+        ]
         hub = await Hub(args.hub, endpoint=node, hooks=hooks).start()
     emit(ev="listening", name=node.name, port=node.address.port, boot=node.boot_id)
     stop = asyncio.Event()
