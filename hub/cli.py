@@ -439,6 +439,11 @@ async def _serve(args: argparse.Namespace, cookie: str | None, apps: list[_App])
             loop.add_signal_handler(sig, on_signal, sig)
             installed.append(sig)
     seeds = [address for group in args.seeds for address in group]
+    if args.host in ("0.0.0.0", "::", "[::]", ""):
+        raise CliError(
+            f"--host {args.host!r} is a wildcard; give the address other nodes reach this one "
+            "at (the node listens on it and advertises it)"
+        )
     try:
         node = Node(
             args.name,
@@ -701,7 +706,11 @@ def _render(report: dict[str, Any], *, every_child: bool) -> str:
     members = report["members"]
     shown = [m for m in members if not (m["name"].startswith("status-") and m["state"] == "LEFT")]
     hidden = len(members) - len(shown)
-    lines = [f"cluster as {report['seed']} ({report['node']}) sees it: {len(shown)} members"]
+    count = len(shown)
+    lines = [
+        f"cluster as {report['seed']} ({report['node']}) sees it: "
+        f"{count} member{'s' * (count != 1)}"
+    ]
     rows = [["NAME", "STATE", "INCARNATION", "ADDRESS", "HUBS"]]
     rows += [
         [m["name"], m["state"], str(m["incarnation"]), m["address"], ",".join(m["hubs"]) or "-"]
@@ -714,6 +723,9 @@ def _render(report: dict[str, Any], *, every_child: bool) -> str:
         total = sum(len(n["children"]) for n in view["nodes"].values())
         lines.append("")
         count = len(view["nodes"])
+        if not count and not view["errors"]:
+            lines.append(f"hub {hub_id!r}: no live member hosts it")
+            continue
         lines.append(f"hub {hub_id!r}: {total} children on {count} node{'s' * (count != 1)}")
         rows = [["NODE", "CHILDREN", "VERSION", "SAMPLE" if not every_child else ""]]
         for name, part in sorted(view["nodes"].items()):

@@ -610,23 +610,12 @@ class Hub:
         """Send ``message`` without waiting for an answer. ``target`` is a child id or a pid
         (that exact instance). Raises :class:`NotFound` or :class:`MailboxFull`. In a cluster
         the message goes to the node that runs the child (the primary under replication)."""
-        coordinator = self.coordinator
-        if (
-            coordinator is not None
-            and isinstance(target, str)
-            and self._supervisor.get(target) is None
-        ):
-            try:  # the common remote case, without a deadline: a cast waits for nothing
-                node = coordinator.route(target)
-            except NotFound:
-                node = None
-            if node is not None and node != self.node:
-                try:
-                    await coordinator.send_message(node, target, message)
-                except RemoteError as exc:
-                    raise _local_error(exc, target) from None
-                return
-        await self._deliver(target, message, None, self._call_timeout)
+        try:  # a cast waits for nothing: no deadline unless the child is in transit
+            await self._deliver_once(target, message, None, 0.0)
+        except NotFound:
+            if not self._in_transit(target):
+                raise
+            await self._deliver(target, message, None, self._call_timeout)
 
     async def call(self, target: str | Pid, message: Any, *, timeout: float | None = None) -> Any:
         """Send ``message`` and return the reply. Raises :class:`NotFound`, :class:`Timeout`
@@ -641,7 +630,6 @@ class Hub:
     ) -> Any:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
-        coordinator = self.coordinator
         while True:
             try:
                 async with asyncio.timeout_at(deadline):
@@ -649,12 +637,16 @@ class Hub:
             except TimeoutError:
                 raise Timeout(f"call to {target} got no reply within {limit}s") from None
             except NotFound:
-                # A child that just moved (or lost its node) reappears shortly: wait for it.
-                if coordinator is None or isinstance(target, Pid) or not coordinator.moving(target):
+                if not self._in_transit(target):
                     raise
                 if loop.time() + 0.02 >= deadline:
                     raise Timeout(f"{target} did not reappear within {limit}s") from None
                 await asyncio.sleep(0.02)
+
+    def _in_transit(self, target: str | Pid) -> bool:
+        """A child that just moved (or lost its node) reappears shortly: worth waiting for."""
+        coordinator = self.coordinator
+        return coordinator is not None and isinstance(target, str) and coordinator.moving(target)
 
     async def _deliver_once(
         self, target: str | Pid, message: Any, call: type[Call] | None, deadline: float

@@ -121,6 +121,9 @@ class _Link:
         self._queued = asyncio.Event()
         self._drained = asyncio.Event()
         self.writer = loop.create_task(self._write(), name=f"{name}:writer")
+        for task in (self.reader, self.writer):  # owned by Links: cancelled and awaited on close
+            owner._tasks.add(task)
+            task.add_done_callback(owner._tasks.discard)
         self.closed = False
 
     async def send(self, frame: list[Any]) -> None:
@@ -181,6 +184,8 @@ class _Link:
         if self.closed:
             return
         self.closed = True
+        if self.writer is not asyncio.current_task():
+            self.writer.cancel()
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(LinkError(f"link to {self.peer.name} {why}"))
