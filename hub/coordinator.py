@@ -37,7 +37,15 @@ from typing import TYPE_CHECKING, Any
 
 from .cluster.links import LinkError
 from .cluster.messages import NodeId
-from .errors import AlreadyStarted, HubError, InvalidSpec, NotFound, StartFailed, Timeout
+from .errors import (
+    AlreadyStarted,
+    HubError,
+    InvalidSpec,
+    NotDelivered,
+    NotFound,
+    StartFailed,
+    Timeout,
+)
 from .events import (
     ChildConflict,
     ChildrenMigrated,
@@ -329,11 +337,11 @@ class Coordinator:
             return [[cid, error_to_wire(exc)] for cid, exc in result.errors]
         if kind == "cast":
             target, message = payload
-            hub._target(self._local_target(target)).deliver(message)
+            self._local_ctx(target).deliver(message)
             return None
         if kind == "call":
             target, message, timeout = payload
-            ctx = hub._target(self._local_target(target))
+            ctx = self._local_ctx(target)
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             ctx.deliver(Call(message, future))
             try:
@@ -343,9 +351,16 @@ class Coordinator:
                 raise Timeout(f"call to {target} got no reply within {timeout}s") from None
         raise InvalidSpec(f"unknown frame kind {kind!r}")
 
-    @staticmethod
-    def _local_target(target: Any) -> str | Pid:
-        return Pid.from_wire(target) if isinstance(target, list) else str(target)
+    def _local_ctx(self, target: Any) -> Any:
+        """The local instance a remote message is for; a child that just moved away answers
+        :class:`NotDelivered` so that the sender retries where it went."""
+        local = Pid.from_wire(target) if isinstance(target, list) else str(target)
+        try:
+            return self.hub._target(local)
+        except NotFound:
+            if isinstance(local, str) and self.moving(local):
+                raise NotDelivered(local, "moved away from this node") from None
+            raise
 
     async def _serve_start(self, peer: NodeId, kind: str, payload: Any) -> list[Any]:
         hub = self.hub
@@ -537,6 +552,7 @@ class Coordinator:
             entries = [(c.spec, c.metadata) for c in children if c is not None]
             if not entries:
                 return
+            self.mark_moving(spec.id for spec, _ in entries)
             await hub._stop_local([spec.id for spec, _ in entries], "migrate")
             by_meta: dict[int, list[ChildSpec]] = defaultdict(list)
             metas: dict[int, Mapping[str, Any]] = {}

@@ -12,6 +12,7 @@ __all__ = [
     "HubError",
     "InvalidSpec",
     "MailboxFull",
+    "NotDelivered",
     "NotFound",
     "QuorumLost",
     "ReservedHook",
@@ -104,3 +105,8 @@ class CallFailed(HubError):
         self.target = target
         self.reason = reason
         super().__init__(f"call to {target!r} failed: {reason}")
+
+
+class NotDelivered(CallFailed):
+    """The process exited (stopped, moved, crashed on an earlier message) before it handled
+    this message: it was never processed, so sending it again is safe."""

@@ -27,6 +27,7 @@ from .errors import (
     HubClosed,
     HubError,
     InvalidSpec,
+    NotDelivered,
     NotFound,
     Timeout,
 )
@@ -636,6 +637,13 @@ class Hub:
                     return await self._deliver_once(target, message, call, deadline)
             except TimeoutError:
                 raise Timeout(f"call to {target} got no reply within {limit}s") from None
+            except NotDelivered:  # never processed: retry (restarting, or moved away)
+                if isinstance(target, Pid) or self.coordinator is None:
+                    raise
+                if loop.time() + 0.02 >= deadline:
+                    raise Timeout(f"{target} did not take the message within {limit}s") from None
+                await asyncio.sleep(0.02)
+                continue
             except NotFound:
                 if not self._in_transit(target):
                     raise
@@ -744,6 +752,8 @@ def _local_error(exc: RemoteError, target: object) -> HubError:
         return NotFound(target)
     if exc.kind == "Timeout":
         return Timeout(exc.message)
+    if exc.kind == "NotDelivered":
+        return NotDelivered(target, exc.message)
     if exc.kind == "CallFailed":
         return CallFailed(target, exc.message)
     if exc.kind == "MailboxFull":

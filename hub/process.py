@@ -14,7 +14,7 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .errors import CallFailed, MailboxFull, Timeout
+from .errors import CallFailed, MailboxFull, NotDelivered, Timeout
 from .pid import Pid
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ class ProcessContext:
             return 0
         for message in box:
             if type(message) is Call:
-                message.fail(CallFailed(self.child_id, f"process exited ({reason!r})"))
+                message.fail(NotDelivered(self.child_id, f"process exited ({reason!r})"))
         return len(box)
 
 

@@ -217,3 +217,34 @@ async def test_a_crash_restarts_in_place_and_every_node_sees_the_new_pid(cluster
                 for e, d in cluster.events[h.node]
             )
         )
+
+
+async def test_calls_during_a_move_wait_for_the_new_instance(cluster: Cluster) -> None:
+    for name in ("a", "b"):
+        await cluster.add(name)
+    ids = {f"c{i}" for i in range(100)}
+    await cluster.hubs[0].start_children(counters(100))
+    await cluster.converged(ids)
+    ring = ConsistentHashing(nodes=["a", "b", "c"])
+    movers = [cid for cid in sorted(ids) if ring.belongs_to(cid)[0] == "c"][:5]
+    caller = cluster.hubs[0]
+    answers: list[tuple[str, int]] = []
+    failures: list[BaseException] = []
+    calling = True
+
+    async def keep_calling(cid: str) -> None:
+        while calling:
+            try:
+                answers.append((cid, await caller.call(cid, "get", timeout=10)))
+            except Exception as exc:
+                failures.append(exc)
+
+    callers = [asyncio.create_task(keep_calling(cid)) for cid in movers]
+    await cluster.add("c")
+    await cluster.converged(ids)
+    calling = False
+    await asyncio.gather(*callers)
+    assert failures == []
+    assert {cid for cid, _ in answers} == set(movers)
+    assert all(value == int(cid[1:]) for cid, value in answers)  # Counter(start=i) answers i
+    assert all(cluster.running()[cid] == ["c"] for cid in movers)
