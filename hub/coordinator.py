@@ -29,9 +29,10 @@ and needs no leader: every decision follows from this node's view of the hub's m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +128,7 @@ class Coordinator:
         self.reconcile_interval = reconcile_interval
         self._dirty = asyncio.Event()
         self._published = 0
+        self._behind: set[str] = set()  # peers that missed a delta: they get a snapshot next
         self._moving = asyncio.Semaphore(self.migration.max_concurrent)
         self._reconcile_lock = asyncio.Lock()
         self._in_transit: dict[str, float] = {}  # child id -> until when a lookup may wait
@@ -189,30 +191,50 @@ class Coordinator:
         self._dirty.set()
 
     async def _publisher(self) -> None:
+        """Coalesce local writes for ``batch_window``, then send one delta to every member; a
+        member that missed one gets a snapshot instead (retried every second until it lands)."""
         registry = self.hub._registry
         while True:
-            await self._dirty.wait()
+            if self._behind:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._dirty.wait()
+            else:
+                await self._dirty.wait()
             await asyncio.sleep(self.sync.batch_window)
             self._dirty.clear()
             delta = registry.local.changes_since(self._published)
+            snapshot = registry.local.snapshot() if delta is None or self._behind else None
+            version = delta.version if delta is not None else registry.local.version
             peers = self.hub.nodes()
-            if delta is None:
-                snapshot = registry.local.snapshot()
-                payload: Any = self._snapshot_wire(snapshot)
-                kind = "snapshot"
-                version = snapshot.version
-            else:
-                kind = "delta"
-                payload = [
+            self._behind &= set(peers)
+            wire_delta = None
+            if delta is not None and delta.ops:
+                wire_delta = [
                     delta.node,
                     delta.boot_id,
                     delta.base,
                     delta.version,
                     [[cid, None if e is None else _entry_to_wire(e)] for cid, e in delta.ops],
                 ]
-                version = delta.version
-            await asyncio.gather(*(self._send(peer, kind, payload) for peer in peers))
+
+            wire_snapshot = self._snapshot_wire(snapshot) if snapshot is not None else None
+            await asyncio.gather(
+                *(
+                    self._publish_to(peer, wire_delta, wire_snapshot, delta is None)
+                    for peer in peers
+                )
+            )
             self._published = version
+
+    async def _publish_to(
+        self, peer: str, delta: Any, snapshot: Any, snapshot_for_all: bool
+    ) -> None:
+        if snapshot is not None and (snapshot_for_all or peer in self._behind):
+            if await self._send(peer, "snapshot", snapshot):
+                self._behind.discard(peer)
+        elif delta is not None and not await self._send(peer, "delta", delta):
+            self._behind.add(peer)
 
     def _snapshot_wire(self, snapshot: Snapshot) -> list[Any]:
         return [
@@ -222,12 +244,14 @@ class Coordinator:
             [_entry_to_wire(e) for e in snapshot.entries],
         ]
 
-    async def _send(self, peer: str, kind: str, payload: Any) -> None:
+    async def _send(self, peer: str, kind: str, payload: Any) -> bool:
         assert self.hub.endpoint is not None
         try:
             await self.hub.endpoint.links.send(peer, self.hub.hub_id, kind, payload, timeout=5.0)
         except (LinkError, NotFound, Timeout) as exc:
             logger.debug("hub %s: %s to %s not sent: %s", self.hub.hub_id, kind, peer, exc)
+            return False
+        return True
 
     async def _request(self, peer: str, kind: str, payload: Any, timeout: float) -> Any:
         assert self.hub.endpoint is not None
@@ -285,17 +309,21 @@ class Coordinator:
         await self._send(peer, "snapshot", self._snapshot_wire(self.hub._registry.local.snapshot()))
 
     async def _background(self) -> None:
-        """Anti-entropy announcements and periodic reconciliation."""
-        every = min(self.sync.anti_entropy_interval, self.reconcile_interval)
-        since_reconcile = 0.0
+        """Anti-entropy announcements every ``anti_entropy_interval`` and reconciliation every
+        ``reconcile_interval``, each on its own schedule."""
+        loop = asyncio.get_running_loop()
+        announce_at = loop.time() + self.sync.anti_entropy_interval
+        reconcile_at = loop.time() + self.reconcile_interval
         while True:
-            await asyncio.sleep(every)
-            local = self.hub._registry.local
-            for peer in self.hub.nodes():
-                await self._send(peer, "version", [local.boot_id, local.version])
-            since_reconcile += every
-            if since_reconcile >= self.reconcile_interval:
-                since_reconcile = 0.0
+            await asyncio.sleep(max(0.0, min(announce_at, reconcile_at) - loop.time()))
+            now = loop.time()
+            if now >= announce_at:
+                announce_at = now + self.sync.anti_entropy_interval
+                local = self.hub._registry.local
+                for peer in self.hub.nodes():
+                    await self._send(peer, "version", [local.boot_id, local.version])
+            if now >= reconcile_at:
+                reconcile_at = now + self.reconcile_interval
                 await self.reconcile()
 
     # -- frames from peers ---------------------------------------------------------------------
@@ -365,7 +393,16 @@ class Coordinator:
     async def _serve_start(self, peer: NodeId, kind: str, payload: Any) -> list[Any]:
         hub = self.hub
         specs = [ChildSpec.from_wire(s) for s in payload["specs"]]
-        metadata = MappingProxyType(dict(payload.get("metadata") or {}))
+        raw_meta = payload.get("metadata") or {}
+        if isinstance(raw_meta, list):  # one mapping per spec (migrations)
+            if len(raw_meta) != len(specs):
+                raise InvalidSpec("metadata list does not match the specs")
+            meta_of = {
+                s.id: MappingProxyType(dict(m)) for s, m in zip(specs, raw_meta, strict=True)
+            }
+        else:
+            shared = MappingProxyType(dict(raw_meta))
+            meta_of = {s.id: shared for s in specs}
         timeout = float(payload.get("timeout", hub._start_timeout))
         mine: list[ChildSpec] = []
         forward: dict[str, list[ChildSpec]] = defaultdict(list)
@@ -382,7 +419,8 @@ class Coordinator:
                 [(node, [s.id for s in group]) for node, group in forward.items()],
             )
             for node, group in forward.items():
-                forwarded = await self.start_remote(node, group, metadata, timeout)
+                metas = [meta_of[s.id] for s in group]
+                forwarded = await self.start_remote(node, group, metas, timeout)
                 out += [
                     [cid, "ok", pid.to_wire()]
                     if isinstance(pid, Pid)
@@ -390,7 +428,7 @@ class Coordinator:
                     for cid, pid in forwarded
                 ]
         if mine:
-            results = await hub._start_local([(s, metadata, None) for s in mine], timeout)
+            results = await hub._start_local([(s, meta_of[s.id], None) for s in mine], timeout)
             for spec in mine:
                 outcome = results[spec.id]
                 if isinstance(outcome, Pid):
@@ -416,15 +454,15 @@ class Coordinator:
         self,
         node: str,
         specs: list[ChildSpec],
-        metadata: Mapping[str, Any],
+        metadata: Mapping[str, Any] | Sequence[Mapping[str, Any]],
         timeout: float,
         kind: str = "start",
     ) -> list[tuple[str, Pid | HubError]]:
-        payload = {
-            "specs": [s.to_wire() for s in specs],
-            "metadata": dict(metadata),
-            "timeout": timeout,
-        }
+        """Ask ``node`` to start ``specs``; ``metadata`` is shared, or one mapping per spec."""
+        meta_wire: Any = (
+            dict(metadata) if isinstance(metadata, Mapping) else [dict(m) for m in metadata]
+        )
+        payload = {"specs": [s.to_wire() for s in specs], "metadata": meta_wire, "timeout": timeout}
         try:
             reply = await self._request(node, kind, payload, timeout=timeout + 1.0)
         except (HubError, LinkError) as exc:
@@ -554,28 +592,20 @@ class Coordinator:
                 return
             self.mark_moving(spec.id for spec, _ in entries)
             await hub._stop_local([spec.id for spec, _ in entries], "migrate")
-            by_meta: dict[int, list[ChildSpec]] = defaultdict(list)
-            metas: dict[int, Mapping[str, Any]] = {}
-            for spec, meta in entries:
-                by_meta[id(meta)].append(spec)
-                metas[id(meta)] = meta
-            for key, specs in by_meta.items():
-                results = await self.start_remote(
-                    target, specs, metas[key], hub._start_timeout, "migrate"
+            specs = [spec for spec, _ in entries]
+            metas = [meta for _, meta in entries]
+            results = dict(
+                await self.start_remote(target, specs, metas, hub._start_timeout, "migrate")
+            )
+            lost = [(s, m, None) for s, m in entries if not isinstance(results.get(s.id), Pid)]
+            if lost:  # never drop a child: take it back, reconciliation retries later
+                logger.error(
+                    "hub %s: %d children could not move to %s; restarting them here",
+                    hub.hub_id,
+                    len(lost),
+                    target,
                 )
-                lost = [
-                    s for s, (_, r) in zip(specs, results, strict=True) if not isinstance(r, Pid)
-                ]
-                if lost:  # never drop a child: take it back, reconciliation retries later
-                    logger.error(
-                        "hub %s: %d children could not move to %s; restarting them here",
-                        hub.hub_id,
-                        len(lost),
-                        target,
-                    )
-                    await hub._start_local(
-                        [(s, metas[key], None) for s in lost], hub._start_timeout
-                    )
+                await hub._start_local(lost, hub._start_timeout)
 
     async def hand_off(self) -> None:
         """Give every local child to its owner in the ring without this node (graceful leave)."""

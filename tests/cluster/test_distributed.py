@@ -12,7 +12,7 @@ import pytest
 from hub import WILDCARD, AlreadyStarted, CallFailed, ChildSpec, Hook, HookHandler, Hub, NotFound
 from hub.cluster.faults import Faults
 from hub.cluster.node import Node
-from strategies import ConsistentHashing
+from strategies import ConsistentHashing, PubSub
 from tests import procs
 from tests.conftest import wait_until
 
@@ -24,7 +24,7 @@ class Cluster:
         self.hubs: list[Hub] = []
         self.events: dict[str, list[tuple[str, Any]]] = {}
 
-    async def add(self, name: str, *, faults: Faults | None = None) -> Hub:
+    async def add(self, name: str, *, faults: Faults | None = None, **hub_args: Any) -> Hub:
         seeds = [f"127.0.0.1:{self.hubs[0].endpoint.address.port}"] if self.hubs else []  # type: ignore[union-attr]
         node = await Node(name, cookie=COOKIE, preset="local", seeds=seeds, faults=faults).start()
         log = self.events.setdefault(name, [])
@@ -42,7 +42,8 @@ class Cluster:
             ]
             for e in watched
         }
-        hub = await Hub("orders", endpoint=node, hooks=hooks, reconcile_interval=0.5).start()
+        hub_args.setdefault("reconcile_interval", 0.5)
+        hub = await Hub("orders", endpoint=node, hooks=hooks, **hub_args).start()
         self.hubs.append(hub)
         await self.settled()
         return hub
@@ -248,3 +249,29 @@ async def test_calls_during_a_move_wait_for_the_new_instance(cluster: Cluster) -
     assert {cid for cid, _ in answers} == set(movers)
     assert all(value == int(cid[1:]) for cid, value in answers)  # Counter(start=i) answers i
     assert all(cluster.running()[cid] == ["c"] for cid in movers)
+
+
+async def test_a_peer_that_missed_a_delta_gets_a_snapshot_without_waiting_for_anti_entropy(
+    cluster: Cluster,
+) -> None:
+    slow_sync = {"synchronization": PubSub(anti_entropy_interval=3600.0)}
+    a = await cluster.add("a", **slow_sync)
+    b = await cluster.add("b", **slow_sync)
+    assert a.coordinator is not None
+    real_send = a.coordinator._send
+    dropped: list[str] = []
+
+    async def lossy_send(peer: str, kind: str, payload: Any) -> bool:
+        if kind == "delta" and not dropped:
+            dropped.append(peer)
+            return False  # as if the link had broken
+        return await real_send(peer, kind, payload)
+
+    a.coordinator._send = lossy_send  # type: ignore[method-assign]
+    ring = ConsistentHashing(nodes=["a", "b"])
+    mine = [s for s in counters(40) if ring.belongs_to(s.id)[0] == "a"][:1]  # one delta only
+    await a.start_children(mine)
+    await wait_until(lambda: dropped == ["b"])  # the delta to b was lost ...
+    await wait_until(
+        lambda: {cid for cid, _ in b.process_list()} == {s.id for s in mine}
+    )  # ... b caught up
