@@ -879,16 +879,25 @@ class Membership:
         elif changed:
             self._event("updated", entry, previous, out)
 
-    def _on_suspect(self, s: Suspect, now: float, out: list[Output]) -> None:
-        name = s.node.name
-        entry = self._members.get(name)
-        if entry is None or entry.node != s.node:
-            return
+    def _accused_entry(self, node: NodeId, incarnation: int) -> _Entry | None:
+        """The member an accusation (suspect or dead) is about, if it still applies: the boot
+        we hold, at an incarnation not older than ours. A stale accusation of this node makes
+        it announce its current Alive again."""
+        entry = self._members.get(node.name)
+        if entry is None or entry.node != node:
+            return None
         if entry is self._self:
             self._accused = True
-        if s.incarnation < entry.incarnation:
+        if incarnation < entry.incarnation:
             if entry is self._self:
                 self._reannounce()
+            return None
+        return entry
+
+    def _on_suspect(self, s: Suspect, now: float, out: list[Output]) -> None:
+        name = s.node.name
+        entry = self._accused_entry(s.node, s.incarnation)
+        if entry is None:
             return
         suspicion = self._suspicions.get(name)
         if suspicion is not None:
@@ -923,14 +932,8 @@ class Membership:
 
     def _on_dead(self, d: Dead, now: float, out: list[Output]) -> None:
         name = d.node.name
-        entry = self._members.get(name)
-        if entry is None or entry.node != d.node:
-            return
-        if entry is self._self:
-            self._accused = True
-        if d.incarnation < entry.incarnation:
-            if entry is self._self:
-                self._reannounce()
+        entry = self._accused_entry(d.node, d.incarnation)
+        if entry is None:
             return
         self._suspicions.pop(name, None)
         if entry.state in _GONE:

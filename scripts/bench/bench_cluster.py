@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import signal
@@ -29,9 +28,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 
 import aiohttp  # noqa: E402
 import msgpack  # noqa: E402
+from common import pct, write_report  # noqa: E402
 
 from hub import ChildSpec, Hub  # noqa: E402
 from hub.cluster.node import Node  # noqa: E402
@@ -61,11 +62,6 @@ async def main():
     await asyncio.Event().wait()
 asyncio.run(main())
 """
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def single_node_rate(n: int) -> float:
@@ -283,12 +279,6 @@ async def main() -> None:
         f"{report['messaging']['cast_ratio']:9.2f}   {'yes' if cast_ok else 'NO'}"
     )
     write_report(Path(args.json), report)
-
-
-def write_report(path: Path, report: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

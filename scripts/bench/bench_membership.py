@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import platform
@@ -28,13 +27,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts" / "bench"))
+
+from common import pct, write_report  # noqa: E402
 
 from tests.cluster.harness import Cluster  # noqa: E402
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def kill_run(n: int, preset: str) -> tuple[float, float]:
@@ -247,12 +244,6 @@ async def main() -> None:
         deaths = report["soak"]["false_deaths"]
         print(f"{'zero false deaths in soak':46} {deaths:9d}   {'yes' if ok else 'NO'}")
     write_report(Path(args.json), report)
-
-
-def write_report(path: Path, report: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
