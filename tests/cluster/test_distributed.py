@@ -9,7 +9,17 @@ from typing import Any
 
 import pytest
 
-from hub import WILDCARD, AlreadyStarted, CallFailed, ChildSpec, Hook, HookHandler, Hub, NotFound
+from hub import (
+    WILDCARD,
+    AlreadyStarted,
+    CallFailed,
+    ChildSpec,
+    Hook,
+    HookHandler,
+    Hub,
+    NotFound,
+    Timeout,
+)
 from hub.cluster.faults import Faults
 from hub.cluster.node import Node
 from strategies import ConsistentHashing, PubSub
@@ -275,3 +285,32 @@ async def test_a_peer_that_missed_a_delta_gets_a_snapshot_without_waiting_for_an
     await wait_until(
         lambda: {cid for cid, _ in b.process_list()} == {s.id for s in mine}
     )  # ... b caught up
+
+
+async def test_a_silent_node_costs_only_its_children_a_timeout_and_rollback_spans_nodes(
+    cluster: Cluster,
+) -> None:
+    a = await cluster.add("a")
+    b = await cluster.add("b")
+    assert b.coordinator is not None
+    hang = asyncio.Event()
+
+    async def silent(peer: Any, kind: str, payload: Any) -> Any:
+        await hang.wait()  # b's hub accepts the request and never answers
+
+    b.coordinator._serve_start = silent  # type: ignore[assignment,method-assign]
+    ring = ConsistentHashing(nodes=["a", "b"])
+    specs = counters(20)
+    on_b = {s.id for s in specs if ring.belongs_to(s.id)[0] == "b"}
+    on_a = {s.id for s in specs} - on_b
+    res = await a.start_children(specs, timeout=0.5)
+    assert {cid for cid, _ in res.started} == on_a
+    assert {cid for cid, e in res.errors if isinstance(e, Timeout)} == on_b
+    await a.stop_children(sorted(on_a))
+    rolled = await a.start_children(counters(20, prefix="r"), timeout=0.5, on_failure="rollback")
+    assert rolled.started == []
+    assert set(rolled.rolled_back) == {
+        f"r{i}" for i in range(20) if ring.belongs_to(f"r{i}")[0] == "a"
+    }
+    assert a._supervisor.children == {}
+    hang.set()
