@@ -405,7 +405,17 @@ class Hub:
     ) -> StartResult:
         node = self.node
         coordinator = self.coordinator
-        groups = coordinator.plan_start(todo) if coordinator is not None else {node: todo}
+        if coordinator is None:  # standalone: everything starts here
+            local = await self._start_local([(s, meta, None) for s in todo], timeout)
+            started: list[tuple[str, list[tuple[str, Pid]]]] = []
+            for s in todo:
+                outcome = local[s.id]
+                if isinstance(outcome, Pid):
+                    started.append((s.id, [(node, outcome)]))
+                else:
+                    errors.append((s.id, outcome))
+            return await self._report_start(started, errors, on_failure)
+        groups = coordinator.plan_start(todo)
         outcomes: dict[str, list[tuple[str, Pid | HubError]]] = {}
 
         async def start_on(target: str, specs: list[ChildSpec]) -> None:
@@ -413,7 +423,6 @@ class Hub:
                 local = await self._start_local([(s, meta, None) for s in specs], timeout)
                 outcomes[target] = [(s.id, local[s.id]) for s in specs]
             else:
-                assert coordinator is not None
                 outcomes[target] = await coordinator.start_remote(target, specs, meta, timeout)
 
         await asyncio.gather(*(start_on(target, specs) for target, specs in groups.items()))
@@ -422,14 +431,27 @@ class Hub:
         for results in outcomes.values():
             for cid, outcome in results:
                 if isinstance(outcome, Pid):
-                    where.setdefault(cid, []).append((outcome.node, outcome))
+                    placed = where.get(cid)
+                    if placed is None:
+                        where[cid] = [(outcome.node, outcome)]
+                    else:  # replicas: keep them in node order
+                        placed.append((outcome.node, outcome))
+                        placed.sort()
                 else:
                     failed.setdefault(cid, outcome)
-        started = [(s.id, sorted(where[s.id])) for s in todo if s.id in where]
-        if coordinator is not None:
-            remote = [(cid, pid) for cid, pids in started for n, pid in pids if n != node]
-            await coordinator.until_visible(remote, asyncio.get_running_loop().time() + timeout)
+        started = [(s.id, where[s.id]) for s in todo if s.id in where]
+        remote = [(cid, pid) for cid, pids in started for n, pid in pids if n != node]
+        await coordinator.until_visible(remote, asyncio.get_running_loop().time() + timeout)
         errors += [(s.id, failed[s.id]) for s in todo if s.id in failed and s.id not in where]
+        return await self._report_start(started, errors, on_failure)
+
+    async def _report_start(
+        self,
+        started: list[tuple[str, list[tuple[str, Pid]]]],
+        errors: list[tuple[str, HubError]],
+        on_failure: str,
+    ) -> StartResult:
+        """Roll back if asked, deliver the hooks of the request, and build its result."""
         rolled_back: list[str] = []
         if errors and on_failure == "rollback" and started:
             rolled_back = [cid for cid, _ in started]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from .pid import Pid
@@ -28,9 +27,8 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One child in one node's partition."""
+class Entry(NamedTuple):
+    """One child in one node's partition (a named tuple: cheap to build, one per child)."""
 
     spec: ChildSpec
     pid: Pid
