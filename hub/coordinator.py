@@ -557,15 +557,15 @@ class Coordinator:
                 else:
                     moves[owners[0]].append(cid)
             if stops:
-                await hub._stop_local(stops, "conflict")
-                for conflict in conflicts:
+                for conflict in conflicts:  # decided: reported before the copy stops
                     logger.warning(
-                        "hub %s: %s also runs on %s; stopped the copy here",
+                        "hub %s: %s also runs on %s; stopping the copy here",
                         hub.hub_id,
                         conflict.child_id,
                         conflict.winner,
                     )
                     hub._events.emit(Hook.CHILD_CONFLICT, conflict)
+                await hub._stop_local(stops, "conflict")
             if moves:
                 await self.migrate(moves)
 
