@@ -40,6 +40,7 @@ from .cluster.links import LinkError
 from .cluster.messages import NodeId
 from .errors import (
     AlreadyStarted,
+    CallFailed,
     HubError,
     InvalidSpec,
     NotDelivered,
@@ -68,9 +69,6 @@ __all__ = ["Coordinator", "error_from_wire", "error_to_wire"]
 
 logger = logging.getLogger(__name__)
 
-_ERRORS: dict[str, type[HubError]] = {
-    cls.__name__: cls for cls in (StartFailed, Timeout, InvalidSpec, HubError)
-}
 MIGRATION_BATCH = 500
 TRANSIT_WINDOW = 5.0  # seconds a message waits for a child that just moved or lost its node
 MAX_IN_TRANSIT = 100_000
@@ -80,17 +78,24 @@ def error_to_wire(exc: HubError) -> list[Any]:
     return [type(exc).__name__, str(exc)]
 
 
-def error_from_wire(child_id: str, data: Any) -> HubError:
-    name, message = [*data, "", ""][:2] if isinstance(data, list) else ("HubError", str(data))
-    if name == "AlreadyStarted":
-        return AlreadyStarted(child_id, message)
-    if name == "NotFound":
-        return NotFound(child_id)
-    return (
-        _ERRORS.get(name, HubError)(message)
-        if name != "StartFailed"
-        else StartFailed(child_id, message)
-    )
+def error_from_wire(target: Any, kind: str, message: str) -> HubError:
+    """The local exception for an error (type name ``kind``) that a peer reported about
+    ``target``: start and stop results, and the errors of remote requests."""
+    if kind == "NotFound":
+        return NotFound(target)
+    if kind == "AlreadyStarted":
+        return AlreadyStarted(target, message)
+    if kind == "StartFailed":
+        return StartFailed(target, message)
+    if kind == "NotDelivered":
+        return NotDelivered(target, message)
+    if kind == "CallFailed":
+        return CallFailed(target, message)
+    if kind == "Timeout":
+        return Timeout(message)
+    if kind == "InvalidSpec":
+        return InvalidSpec(message)
+    return HubError(message)
 
 
 def _entry_to_wire(entry: Entry) -> list[Any]:
@@ -102,6 +107,21 @@ def _entry_from_wire(data: Any) -> Entry:
         raise ValueError("malformed registry entry")
     metadata = MappingProxyType(data[2]) if data[2] else MappingProxyType({})
     return Entry(ChildSpec.from_wire(data[0]), Pid.from_wire(data[1]), metadata)
+
+
+def _delta_to_wire(delta: Delta) -> list[Any]:
+    ops = [[cid, None if e is None else _entry_to_wire(e)] for cid, e in delta.ops]
+    return [delta.node, delta.boot_id, delta.base, delta.version, ops]
+
+
+def _snapshot_to_wire(snapshot: Snapshot) -> list[Any]:
+    entries = [_entry_to_wire(e) for e in snapshot.entries]
+    return [snapshot.node, snapshot.boot_id, snapshot.version, entries]
+
+
+def _snapshot_from_wire(data: Any) -> Snapshot:
+    node, boot, version, entries = data
+    return Snapshot(node, boot, int(version), tuple(_entry_from_wire(e) for e in entries))
 
 
 def _delta_from_wire(data: Any) -> Delta:
@@ -208,17 +228,8 @@ class Coordinator:
             version = delta.version if delta is not None else registry.local.version
             peers = self.hub.nodes()
             self._behind &= set(peers)
-            wire_delta = None
-            if delta is not None and delta.ops:
-                wire_delta = [
-                    delta.node,
-                    delta.boot_id,
-                    delta.base,
-                    delta.version,
-                    [[cid, None if e is None else _entry_to_wire(e)] for cid, e in delta.ops],
-                ]
-
-            wire_snapshot = self._snapshot_wire(snapshot) if snapshot is not None else None
+            wire_delta = _delta_to_wire(delta) if delta is not None and delta.ops else None
+            wire_snapshot = _snapshot_to_wire(snapshot) if snapshot is not None else None
             await asyncio.gather(
                 *(
                     self._publish_to(peer, wire_delta, wire_snapshot, delta is None)
@@ -235,14 +246,6 @@ class Coordinator:
                 self._behind.discard(peer)
         elif delta is not None and not await self._send(peer, "delta", delta):
             self._behind.add(peer)
-
-    def _snapshot_wire(self, snapshot: Snapshot) -> list[Any]:
-        return [
-            snapshot.node,
-            snapshot.boot_id,
-            snapshot.version,
-            [_entry_to_wire(e) for e in snapshot.entries],
-        ]
 
     async def _send(self, peer: str, kind: str, payload: Any) -> bool:
         assert self.hub.endpoint is not None
@@ -296,17 +299,14 @@ class Coordinator:
     async def _catch_up(self, peer: str) -> None:
         try:
             data = await self._request(peer, "get_snapshot", None, timeout=10.0)
-            node, boot, version, entries = data
-            snapshot = Snapshot(
-                node, boot, int(version), tuple(_entry_from_wire(e) for e in entries)
-            )
+            snapshot = _snapshot_from_wire(data)
         except (HubError, ValueError, TypeError) as exc:
             logger.warning("hub %s: no snapshot from %s: %s", self.hub.hub_id, peer, exc)
             return
         self._apply_changes(self.hub._registry.load(snapshot))
 
     async def send_snapshot(self, peer: str) -> None:
-        await self._send(peer, "snapshot", self._snapshot_wire(self.hub._registry.local.snapshot()))
+        await self._send(peer, "snapshot", _snapshot_to_wire(self.hub._registry.local.snapshot()))
 
     async def _background(self) -> None:
         """Anti-entropy announcements every ``anti_entropy_interval`` and reconciliation every
@@ -343,14 +343,10 @@ class Coordinator:
                 self._apply_changes(changes)
             return None
         if kind == "snapshot":
-            node, boot, version, entries = payload
-            snapshot = Snapshot(
-                node, boot, int(version), tuple(_entry_from_wire(e) for e in entries)
-            )
-            self._apply_changes(registry.load(snapshot))
+            self._apply_changes(registry.load(_snapshot_from_wire(payload)))
             return None
         if kind == "get_snapshot":
-            return self._snapshot_wire(registry.local.snapshot())
+            return _snapshot_to_wire(registry.local.snapshot())
         if kind == "version":
             boot, version = payload
             part = registry.partitions.get(peer.name)
@@ -472,7 +468,7 @@ class Coordinator:
         for item in reply:
             cid, status, *rest = item
             results.append(
-                (cid, Pid.from_wire(rest[0]) if status == "ok" else error_from_wire(cid, rest))
+                (cid, Pid.from_wire(rest[0]) if status == "ok" else error_from_wire(cid, *rest))
             )
         return results
 
@@ -483,7 +479,7 @@ class Coordinator:
             reply = await self._request(node, "stop", [ids, reason], timeout=30.0)
         except (HubError, LinkError) as exc:
             return [(cid, HubError(f"{node}: {exc}")) for cid in ids]
-        return [(cid, error_from_wire(cid, err)) for cid, err in reply]
+        return [(cid, error_from_wire(cid, *err)) for cid, err in reply]
 
     async def send_message(self, node: str, target: str | Pid, message: Any) -> None:
         """A remote cast: one-way and in order on the link (no round trip per message)."""

@@ -62,12 +62,16 @@ class EventPump:
         """Wait until every event emitted so far has been dispatched."""
         if self._task is None or self._task.done():
             return
+        await self._barrier()
+
+    def _barrier(self) -> asyncio.Future[None]:
+        """A future resolved once everything queued before it has been dispatched."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((_BARRIER, done))
         wake = self._wake
         if wake is not None and not wake.done():
             wake.set_result(None)
-        await done
+        return done
 
     async def _run(self) -> None:
         queue = self._queue
@@ -91,10 +95,6 @@ class EventPump:
         if task is None:
             return
         if not task.done():
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._queue.append((_BARRIER, done))
-            if self._wake is not None and not self._wake.done():
-                self._wake.set_result(None)
-            await asyncio.wait((done, task), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((self._barrier(), task), return_when=asyncio.FIRST_COMPLETED)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -20,10 +20,9 @@ from .cluster.links import RemoteError
 from .cluster.membership import Member, MemberEvent
 from .cluster.messages import State
 from .cluster.node import Node, NodeEvent
-from .coordinator import Coordinator
+from .coordinator import Coordinator, error_from_wire
 from .errors import (
     AlreadyStarted,
-    CallFailed,
     HubClosed,
     HubError,
     InvalidSpec,
@@ -635,8 +634,8 @@ class Hub:
         the message goes to the node that runs the child (the primary under replication)."""
         try:  # a cast waits for nothing: no deadline unless the child is in transit
             await self._deliver_once(target, message, None, 0.0)
-        except NotFound:
-            if not self._in_transit(target):
+        except NotFound as exc:
+            if not self._worth_waiting(target, exc):
                 raise
             await self._deliver(target, message, None, self._call_timeout)
 
@@ -659,24 +658,20 @@ class Hub:
                     return await self._deliver_once(target, message, call, deadline)
             except TimeoutError:
                 raise Timeout(f"call to {target} got no reply within {limit}s") from None
-            except NotDelivered:  # never processed: retry (restarting, or moved away)
-                if isinstance(target, Pid) or self.coordinator is None:
+            except (NotDelivered, NotFound) as exc:
+                if not self._worth_waiting(target, exc):
                     raise
                 if loop.time() + 0.02 >= deadline:
-                    raise Timeout(f"{target} did not take the message within {limit}s") from None
-                await asyncio.sleep(0.02)
-                continue
-            except NotFound:
-                if not self._in_transit(target):
-                    raise
-                if loop.time() + 0.02 >= deadline:
-                    raise Timeout(f"{target} did not reappear within {limit}s") from None
+                    raise Timeout(f"{target} was not reachable within {limit}s") from None
                 await asyncio.sleep(0.02)
 
-    def _in_transit(self, target: str | Pid) -> bool:
-        """A child that just moved (or lost its node) reappears shortly: worth waiting for."""
+    def _worth_waiting(self, target: str | Pid, exc: HubError) -> bool:
+        """A message that was never processed (restart, move) can be sent again, and a child
+        that just moved or lost its node reappears shortly; a pid names one instance only."""
         coordinator = self.coordinator
-        return coordinator is not None and isinstance(target, str) and coordinator.moving(target)
+        if coordinator is None or not isinstance(target, str):
+            return False
+        return isinstance(exc, NotDelivered) or coordinator.moving(target)
 
     async def _deliver_once(
         self, target: str | Pid, message: Any, call: type[Call] | None, deadline: float
@@ -704,7 +699,7 @@ class Hub:
                 return None
             return await coordinator.call(node, target, message, remaining)
         except RemoteError as exc:
-            raise _local_error(exc, target) from None
+            raise error_from_wire(target, exc.kind, f"{exc.peer}: {exc.message}") from None
 
     def _target(self, target: str | Pid) -> ProcessContext:
         if isinstance(target, Pid):
@@ -766,21 +761,6 @@ class Hub:
             events.emit(Hook.CHILD_STOPPED, ChildStopped(cid, reason))
         elif kind == "buried":
             events.emit(Hook.CHILD_BURIED, ChildBuried(cid, reason.error, reason.attempts))
-
-
-def _local_error(exc: RemoteError, target: object) -> HubError:
-    """The local exception for an error a peer reported."""
-    if exc.kind == "NotFound":
-        return NotFound(target)
-    if exc.kind == "Timeout":
-        return Timeout(exc.message)
-    if exc.kind == "NotDelivered":
-        return NotDelivered(target, exc.message)
-    if exc.kind == "CallFailed":
-        return CallFailed(target, exc.message)
-    if exc.kind == "MailboxFull":
-        return HubError(f"mailbox of {target} is full on {exc.peer}")
-    return exc
 
 
 def _default_strategies() -> dict[str, Any]:

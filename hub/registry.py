@@ -218,15 +218,6 @@ class Registry:
             found.sort()
         return found
 
-    def entries(self, child_id: str) -> list[tuple[str, Entry]]:
-        found = [
-            (node, entry)
-            for node, part in self.partitions.items()
-            if (entry := part.entries.get(child_id)) is not None
-        ]
-        found.sort(key=lambda item: item[0])
-        return found
-
     def __contains__(self, child_id: object) -> bool:
         return any(child_id in part.entries for part in self.partitions.values())
 

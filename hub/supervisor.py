@@ -130,12 +130,8 @@ class Child:
         self._stop_waiter: asyncio.Future[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
-    @property
-    def pid(self) -> Pid | None:
-        return self.ctx.pid if self.ctx is not None else None
-
     def __repr__(self) -> str:
-        return f"<Child {self.spec.id!r} {self.state} {self.pid}>"
+        return f"<Child {self.spec.id!r} {self.state} {self.ctx.pid if self.ctx else None}>"
 
 
 class Supervisor:

@@ -193,8 +193,7 @@ class _Link:
         self.owner._forget(self)
 
     async def close(self) -> None:
-        self.fail("closed")
-        self.writer.cancel()
+        self.fail("closed")  # also cancels the writer
         await self.ws.close()
         self.reader.cancel()
         for task in (self.writer, self.reader):

@@ -68,9 +68,10 @@ def timed(loop_body: Callable[[int], None]) -> Runner:
     return run
 
 
-def ours_sync(count: int) -> Runner:
+def ours(count: int, make_handler: Callable[[], Callable[[Any], Any]]) -> Runner:
+    """Awaited ``dispatch`` to ``count`` handlers made by ``make_handler``."""
     hm = HookManager()
-    hm.register(EVENT, [HookHandler(f"h{i}", make_sync_handler()) for i in range(count)])
+    hm.register(EVENT, [HookHandler(f"h{i}", make_handler()) for i in range(count)])
 
     async def run(n: int) -> int:
         dispatch = hm.dispatch
@@ -161,20 +162,6 @@ def pyee_sync(count: int) -> Runner:
     return timed(body)
 
 
-def ours_async(count: int) -> Runner:
-    hm = HookManager()
-    hm.register(EVENT, [HookHandler(f"a{i}", make_async_handler()) for i in range(count)])
-
-    async def run(n: int) -> int:
-        dispatch = hm.dispatch
-        start = time.perf_counter_ns()
-        for _ in range(n):
-            await dispatch(EVENT, DATA)
-        return time.perf_counter_ns() - start
-
-    return run
-
-
 def plain_async(count: int) -> Runner:
     handlers = [make_async_handler() for _ in range(count)]
 
@@ -221,7 +208,7 @@ async def main(quick: bool) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for count in (1, 10, 50):
         runners = {
-            "ours": ours_sync(count),
+            "ours": ours(count, make_sync_handler),
             "pluggy": pluggy_sync(count),
             "blinker": blinker_sync(count),
             "psygnal": psygnal_sync(count),
@@ -243,7 +230,7 @@ async def main(quick: bool) -> dict[str, Any]:
                 and best["ours"] <= SYNC_GOAL_VS_PLAIN * best["plain"],
             }
         )
-    async_runners = {"ours": ours_async(10), "plain": plain_async(10)}
+    async_runners = {"ours": ours(10, make_async_handler), "plain": plain_async(10)}
     result = await measure(async_runners, iterations_for(10, quick), repeats)
     ratio = result["ours"]["best_ns"] / result["plain"]["best_ns"]
     rows.append(
