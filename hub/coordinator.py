@@ -1,29 +1,27 @@
-"""Cluster coordination of one hub: placement, registry sync, routing, failover, migration.
+"""The cluster shell of one hub: it executes the planner's decisions over the peer links.
 
-The coordinator turns the hub's local runtime into a distributed one. It runs on every node
-and needs no leader: every decision follows from this node's view of the hub's members
-(DESIGN principle 2), and every node only ever writes its own registry partition
-(principle 3).
+The coordinator decides nothing about placement itself. It keeps the planner's inputs current
+and executes its actions (:mod:`hub.planner`):
 
-* **Placement**: ``distribution.belongs_to(child_id, replication_factor)`` over the live members.
-  The ring is kept current by the strategy's own hooks on ``PRE_CLUSTER_JOIN/LEAVE``.
-* **Registry sync** (PubSub): local writes are coalesced for ``batch_window`` and broadcast as
-  versioned deltas over the peer links; a gap is answered with a snapshot; a newcomer gets a
-  snapshot of every partition owner; every ``anti_entropy_interval`` each node announces its
-  partition's version so a replica that fell behind catches up.
-* **Routing**: starts go to each child's owners (one batch per node, a timeout per node); a
-  node that is no longer the owner forwards (``FORWARDED_MIGRATION``); stops, casts and calls
-  go where the registry says the child runs.
-* **Failover**: when a member fails, each survivor starts, from the dead node's partition, the
-  children it now owns (``temporary`` ones are not restarted).
-* **Migration** (ColdSwap): a child whose owner changed is stopped here, then started on its new
-  owner with its spec (``CHILDREN_MIGRATED`` there); at most ``max_concurrent`` at a time. If the
-  new owner refuses, the child is started here again: a child is never dropped.
-* **Reconciliation** (after every topology change and every ``reconcile_interval``): a local
-  copy that is not on an owner migrates to its owner, or stops if an owner (or, when no owner
-  runs it, a lower-named node) already runs it (``CHILD_CONFLICT``).
-* **Graceful leave / drain**: every local child is handed to its owner in the ring without this
-  node (stop here, then start there), before the node leaves.
+* **Membership** of the hub (from the node's SWIM events): members by name and boot, which
+  ones drain (node metadata ``draining``), which peers' registry partitions are synced. Each
+  change is wrapped in its hooks (``PRE_CLUSTER_JOIN`` updates the ring first, at priority 100).
+* **Desired state** (:mod:`hub.desired`), replicated on every node: a start request writes a
+  live record, a stop a tombstone, a burial a buried record. Records travel with the registry
+  entries of the children that run, in their own list for the others, and by bucket digest
+  anti-entropy, so what should run survives the loss of any node.
+* **Registry sync** (PubSub): local writes are coalesced for ``batch_window`` and sent to every
+  peer as versioned deltas (chunked); a gap is answered with a snapshot (chunked); every
+  ``anti_entropy_interval`` each node sends its registry versions and desired digests, and
+  peers repair what differs.
+* **Planning**: after every change the planner runs on the children whose inputs changed, and
+  on all of them every ``reconcile_interval``; its starts, stops, moves, conflicts and burials
+  are executed here, their results fed back.
+* **Routing**: starts go to the owners (forwarded at most :data:`MAX_HOPS` times), stops to the
+  nodes that run the child, messages to the copy the registry names.
+* **Leaving** (``hub.stop()``, ``drain()``): the node announces that it drains, so no node places
+  anything on it, hands its children to their owners, and (on stop) makes sure its final
+  registry state reached the peers before it leaves.
 """
 
 from __future__ import annotations
@@ -31,47 +29,74 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+import sys
+import time
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .cluster.links import LinkError
-from .cluster.messages import NodeId
+from .cluster.links import LinkError, RemoteError
+from .cluster.membership import Member, MemberEvent
+from .cluster.messages import NodeId, State
+from .cluster.node import Node, NodeEvent
+from .desired import BURIED, LIVE, STOPPED, DesiredTable, Record
 from .errors import (
     AlreadyStarted,
     CallFailed,
     HubError,
     InvalidSpec,
+    NodeUnreachable,
     NotDelivered,
     NotFound,
     StartFailed,
     Timeout,
 )
 from .events import (
+    ChildBuried,
     ChildConflict,
+    ChildCrashed,
     ChildrenMigrated,
     Hook,
+    MigrationFailed,
     PidInserted,
     PidRemoved,
     PidUpdate,
     Redistribution,
 )
+from .local import LocalRuntime
 from .pid import Pid
+from .planner import (
+    Bury,
+    Conflict,
+    Failures,
+    LocalChild,
+    Move,
+    Plan,
+    Planner,
+    Start,
+    Stop,
+    View,
+    start_target,
+    synchronized,
+)
+from .policies import Strategies, is_spec_aware
 from .process import Call
 from .registry import Change, Delta, Entry, Snapshot
 from .spec import ChildSpec
+from .supervisor import Backoff, RemovalKind
 
-if TYPE_CHECKING:
-    from .hub import Hub
-
-__all__ = ["Coordinator", "error_from_wire", "error_to_wire"]
+__all__ = ["MAX_HOPS", "Coordinator", "error_from_wire", "error_to_wire"]
 
 logger = logging.getLogger(__name__)
 
+MAX_HOPS = 2  # a start request is forwarded at most this often, then starts where it is
+CHUNK = 2_000  # registry ops or snapshot entries per frame
 MIGRATION_BATCH = 500
-TRANSIT_WINDOW = 5.0  # seconds a message waits for a child that just moved or lost its node
-MAX_IN_TRANSIT = 100_000
+MOVE_WINDOW = 5.0  # seconds a node waits for a child announced to be moving to it
+LEAVE_TIMEOUT = 30.0  # at most this long to hand children off before leaving
+FLUSH_TIMEOUT = 2.0  # at most this long for peers to acknowledge the final registry state
+SYNC_INTERVAL = 0.1  # anti-entropy period while a topology change is not yet synchronized
+MAX_SNAPSHOT_PARTS = 10_000
 
 
 def error_to_wire(exc: HubError) -> list[Any]:
@@ -91,181 +116,933 @@ def error_from_wire(target: Any, kind: str, message: str) -> HubError:
         return NotDelivered(target, message)
     if kind == "CallFailed":
         return CallFailed(target, message)
-    if kind == "Timeout":
+    if kind in ("Timeout", "NodeUnreachable"):
         return Timeout(message)
     if kind == "InvalidSpec":
         return InvalidSpec(message)
     return HubError(message)
 
 
-def _entry_to_wire(entry: Entry) -> list[Any]:
-    return [entry.spec.to_wire(), entry.pid.to_wire(), dict(entry.metadata)]
+# -- wire formats (msgpack data) -----------------------------------------------------------------
 
 
-def _entry_from_wire(data: Any) -> Entry:
-    if not isinstance(data, list) or len(data) != 3 or not isinstance(data[2], dict):
-        raise ValueError("malformed registry entry")
-    metadata = MappingProxyType(data[2]) if data[2] else MappingProxyType({})
-    return Entry(ChildSpec.from_wire(data[0]), Pid.from_wire(data[1]), metadata)
+def _pid_from_wire(data: Any) -> Pid:
+    pid = Pid.from_wire(data)
+    return Pid(sys.intern(pid.node), sys.intern(pid.boot_id), pid.local_id)
 
 
-def _delta_to_wire(delta: Delta) -> list[Any]:
-    ops = [[cid, None if e is None else _entry_to_wire(e)] for cid, e in delta.ops]
+def _record_from_wire(data: Any) -> Record:
+    record = Record.from_wire(data)
+    return record._replace(origin=sys.intern(record.origin))
+
+
+def _delta_to_wire(delta: Delta, record_of: Any) -> list[Any]:
+    ops = [
+        [cid, entry if isinstance(entry, str) else [entry.pid.to_wire(), record_of(entry)]]
+        for cid, entry in delta.ops
+    ]
     return [delta.node, delta.boot_id, delta.base, delta.version, ops]
 
 
-def _snapshot_to_wire(snapshot: Snapshot) -> list[Any]:
-    entries = [_entry_to_wire(e) for e in snapshot.entries]
-    return [snapshot.node, snapshot.boot_id, snapshot.version, entries]
-
-
-def _snapshot_from_wire(data: Any) -> Snapshot:
-    node, boot, version, entries = data
-    return Snapshot(node, boot, int(version), tuple(_entry_from_wire(e) for e in entries))
-
-
-def _delta_from_wire(data: Any) -> Delta:
-    node, boot, base, version, ops = data
-    return Delta(
-        node,
-        boot,
-        int(base),
-        int(version),
-        tuple((cid, None if e is None else _entry_from_wire(e)) for cid, e in ops),
-    )
-
-
 class Coordinator:
-    """The distributed half of a :class:`~hub.Hub` (created by the hub when it has an endpoint)."""
+    """The distributed half of a :class:`~hub.Hub` (created by the hub when it has an endpoint).
 
-    def __init__(self, hub: Hub, strategies: Mapping[str, Any], reconcile_interval: float) -> None:
-        self.hub = hub
-        self.distribution = strategies["distribution"]
-        self.redundancy = strategies["redundancy"]
-        self.migration = strategies["migration"]
-        self.sync = strategies["synchronization"]
-        self.partition = strategies["partition"]
+    It talks to the hub only through the :class:`~hub.local.LocalRuntime` it is given."""
+
+    def __init__(
+        self,
+        hub_id: str,
+        runtime: LocalRuntime,
+        endpoint: Node,
+        strategies: Strategies,
+        *,
+        reconcile_interval: float,
+        start_timeout: float,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.hub_id = hub_id
+        self.runtime = runtime
+        self.endpoint = endpoint
+        self.distribution = strategies.distribution
+        self.redundancy = strategies.redundancy
+        self.migration = strategies.migration
+        self.sync = strategies.synchronization
+        self.partition = strategies.partition
         self.reconcile_interval = reconcile_interval
-        self._dirty = asyncio.Event()
+        self.start_timeout = start_timeout
+        self.backoff = backoff or Backoff(base=0.05, cap=2.0)
+        self.rf = int(self.redundancy.replication_factor)
+        self.planner = Planner(
+            replication_factor=self.rf,
+            hot_moves=self.migration.kind == "hot",
+            replica_mode=self.redundancy.mode("replica", ["primary", "replica"]),
+        )
+        self.desired = DesiredTable()
+        self.members: dict[str, str] = {}  # live hub members (not this node): name -> boot id
+        self.draining: set[str] = set()
+        self.unsynced: set[str] = set()
+        self.leaving = False
+        self.closing = False
+        self._topology: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue(maxsize=10_000)
+        self._unsubscribe: Any = None
+        # planning state
+        self._dirty: set[str] = set()
+        self._orphans: set[str] = set()
+        self._busy: dict[str, float] = {}
+        self._incoming: dict[str, float] = {}
+        self._failures: dict[str, Failures] = {}
+        self._crash_times: dict[str, deque[float]] = {}
+        self._expected: set[str] = set()  # local removals this node asked for
+        self._wake = asyncio.Event()
+        self._full = True
+        self._moving = asyncio.Semaphore(max(1, self.migration.max_concurrent))
+        # registry sync state
+        self._outgoing: dict[str, Record] = {}
+        self._dirty_registry = asyncio.Event()
         self._published = 0
-        self._behind: set[str] = set()  # peers that missed a delta: they get a snapshot next
-        self._moving = asyncio.Semaphore(self.migration.max_concurrent)
-        self._reconcile_lock = asyncio.Lock()
-        self._in_transit: dict[str, float] = {}  # child id -> until when a lookup may wait
+        self._behind: set[str] = set()  # peers that need a snapshot of our partition
+        self._parts: dict[str, tuple[str, int, int, list[Entry]]] = {}
+        self._peer_state: dict[str, Any] = {}
+        self._differing: dict[str, set[int]] = {}
+        self._catching: set[str] = set()
+        self._sync_pending = False
         self._registry_changed = asyncio.Event()
 
-    # -- children in transit -------------------------------------------------------------------
+    # -- lifecycle -----------------------------------------------------------------------------
 
-    def mark_moving(self, child_ids: Iterable[str], window: float = TRANSIT_WINDOW) -> None:
-        """Messages to these ids wait (bounded) for them to reappear instead of failing."""
-        until = asyncio.get_running_loop().time() + window
-        transit = self._in_transit
-        for cid in child_ids:
-            transit[cid] = until
-        if len(transit) > MAX_IN_TRANSIT:
-            now = asyncio.get_running_loop().time()
-            for cid in [c for c, t in transit.items() if t < now]:
-                del transit[cid]
-            while len(transit) > MAX_IN_TRANSIT:
-                transit.pop(next(iter(transit)))
+    @property
+    def node(self) -> str:
+        return self.runtime.node
 
-    def moving(self, child_id: str) -> bool:
-        until = self._in_transit.get(child_id)
-        return until is not None and until > asyncio.get_running_loop().time()
+    @property
+    def registry(self) -> Any:
+        return self.runtime.registry
+
+    def attach(self) -> None:
+        runtime = self.runtime
+        runtime.observer = self
+        self.distribution.attach(runtime.hooks, self.node)
+        self.partition.attach(runtime.hooks, self.node)
+        self.endpoint.links.register(self.hub_id, self._on_frame)
+        runtime.own(self._follow_topology(), "topology")
+        runtime.own(self._publisher(), "registry-publisher")
+        runtime.own(self._planning(), "planner")
+        runtime.own(self._background(), "anti-entropy")
+        self._unsubscribe = self.endpoint.subscribe(self._on_node_event)
+        for member in self.endpoint.alive():
+            self._member_changed(member)
+        hubs = list(self.endpoint.meta.get("hubs", ()))
+        self.endpoint.update_meta(hubs=sorted({*hubs, self.hub_id}))
+
+    def detach(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self.endpoint.links.unregister(self.hub_id)
+        meta = self.endpoint.meta
+        self.endpoint.update_meta(
+            hubs=[h for h in meta.get("hubs", ()) if h != self.hub_id],
+            draining=[h for h in meta.get("draining", ()) if h != self.hub_id],
+        )
+
+    def nodes(self, include_local: bool = False) -> list[str]:
+        names = set(self.members)
+        if include_local:
+            names.add(self.node)
+        return sorted(names)
+
+    # -- membership ----------------------------------------------------------------------------
+
+    def _on_node_event(self, event: NodeEvent) -> None:
+        if isinstance(event, MemberEvent):
+            self._member_changed(event.member)
+
+    def _member_changed(self, member: Member) -> None:
+        name = member.node.name
+        if name == self.node:
+            return
+        hosts = self.hub_id in member.meta.get("hubs", ())
+        live = member.state in (State.ALIVE, State.SUSPECT)
+        drains = self.hub_id in member.meta.get("draining", ())
+        change = "join" if live and hosts else "leave"
+        try:
+            self._topology.put_nowait((change, name, member.node.boot_id))
+            if change == "join" and drains != (name in self.draining):
+                self._topology.put_nowait(("drain" if drains else "undrain", name, ""))
+        except asyncio.QueueFull:
+            logger.error("hub %s: topology queue full; dropped %s of %s", self.hub_id, change, name)
+
+    async def _follow_topology(self) -> None:
+        """Apply member changes one at a time, each wrapped in its hooks."""
+        hooks = self.runtime.hooks
+        while True:
+            change, name, boot = await self._topology.get()
+            known = self.members.get(name)
+            if change == "join" and known is not None and known != boot:
+                await self._leave(name, "restarted")  # a new boot: the old one is gone
+                known = None
+            if change == "join" and known is None:
+                await hooks.dispatch(Hook.PRE_CLUSTER_JOIN, name)  # the ring changes here
+                self.members[name] = boot
+                self.unsynced.add(name)
+                self._peer_state.pop(name, None)
+                logger.info("hub %s: node %s joined (boot %s)", self.hub_id, name, boot[:8])
+                await hooks.dispatch(Hook.PRE_NODES_REDISTRIBUTION, Redistribution("nodeup", name))
+                self._topology_changed(())
+                self._behind.add(name)  # it gets our partition, and we ask for its own
+                self._dirty_registry.set()
+                self.runtime.own(self._catch_up(name), f"catch-up:{name}")
+                self._send_state(name)
+                await hooks.dispatch(Hook.POST_NODES_REDISTRIBUTION, Redistribution("nodeup", name))
+                await hooks.dispatch(Hook.POST_CLUSTER_JOIN, name)
+            elif change == "leave" and known is not None:
+                await self._leave(name, "left")
+            elif change in ("drain", "undrain") and name in self.members:
+                if change == "drain":
+                    self.draining.add(name)
+                else:
+                    self.draining.discard(name)
+                logger.info("hub %s: node %s %s", self.hub_id, name, change + "s")
+                self._topology_changed(())
+
+    async def _leave(self, name: str, why: str) -> None:
+        hooks = self.runtime.hooks
+        await hooks.dispatch(Hook.PRE_CLUSTER_LEAVE, name)
+        del self.members[name]
+        self.draining.discard(name)
+        self.unsynced.discard(name)
+        self._behind.discard(name)
+        self._peer_state.pop(name, None)
+        self._differing.pop(name, None)
+        self._parts.pop(name, None)
+        logger.info("hub %s: node %s %s", self.hub_id, name, why)
+        await hooks.dispatch(Hook.PRE_NODES_REDISTRIBUTION, Redistribution("nodedown", name))
+        part = self.registry.partitions.get(name)
+        lost = list(part.entries) if part is not None else []
+        self._apply_changes(self.registry.drop(name))
+        self._topology_changed(lost)
+        await hooks.dispatch(Hook.POST_NODES_REDISTRIBUTION, Redistribution("nodedown", name))
+        await hooks.dispatch(Hook.POST_CLUSTER_LEAVE, name)
+
+    def _topology_changed(self, affected: Iterable[str]) -> None:
+        self._dirty.update(self.runtime.child_ids())
+        self._dirty.update(self._orphans)
+        self._dirty.update(affected)
+        self._sync_pending = True
+        self._wake.set()
+
+    # -- placement -----------------------------------------------------------------------------
+
+    def owners(self, child_id: str) -> list[str]:
+        """The owners of ``child_id`` over the live members that do not drain."""
+        draining = self.draining | {self.node} if self.leaving else self.draining
+        if not draining:
+            return list(self.distribution.belongs_to(child_id, self.rf))
+        found = self.distribution.belongs_to(child_id, self.rf + len(draining))
+        return [n for n in found if n not in draining][: self.rf]
+
+    def view(self) -> View:
+        live = frozenset([*self.members, self.node])
+        draining = frozenset(self.draining | {self.node} if self.leaving else self.draining)
+        return View(self.node, live, draining, frozenset(self.unsynced), False)
+
+    def running_on(self, child_id: str) -> list[tuple[str, int]]:
+        """``(node, epoch)`` of the current boots of live members that run ``child_id``."""
+        out = []
+        members = self.members
+        for node, part in self.registry.partitions.items():
+            entry = part.entries.get(child_id)
+            if entry is None:
+                continue
+            if node == self.node or members.get(node) == part.boot_id:
+                out.append((node, entry.epoch))
+        return out
 
     def route(self, child_id: str) -> str:
         """The node to send a message for ``child_id`` to (the primary owner that runs it,
-        else any node that runs it); raises :class:`NotFound`."""
-        where = [n for n, _ in self.hub._registry.lookup(child_id)]
+        else any live node that runs it); raises :class:`NotFound`."""
+        where = [n for n, _ in self.running_on(child_id)]
         if not where:
             raise NotFound(child_id)
         if len(where) == 1:
             return where[0]
-        return next((o for o in self.owners(child_id) if o in where), where[0])
+        return next((o for o in self.owners(child_id) if o in where), sorted(where)[0])
 
-    @property
-    def rf(self) -> int:
-        return int(self.redundancy.replication_factor)
+    def expects(self, child_id: str) -> bool:
+        """Whether ``child_id`` should run (a message to it may wait for it to reappear)."""
+        return self.desired.live(child_id) is not None
 
-    def owners(self, child_id: str) -> list[str]:
-        return list(self.distribution.belongs_to(child_id, self.rf))
+    # -- desired state -------------------------------------------------------------------------
 
-    # -- lifecycle -----------------------------------------------------------------------------
+    def _learn(self, records: Iterable[Record], *, publish: bool = False) -> list[Record]:
+        """Merge records; returns those that changed the table."""
+        changed = []
+        now = time.time()
+        guided = is_spec_aware(self.distribution)
+        for record in records:
+            if not self.desired.merge(record, now):
+                continue
+            changed.append(record)
+            cid = record.spec.id
+            self._dirty.add(cid)
+            if publish:
+                self._outgoing[cid] = record
+            if guided:
+                if record.status == LIVE:
+                    self.distribution.guide([record.spec])  # type: ignore[attr-defined]
+                else:
+                    self.distribution.forget([cid])  # type: ignore[attr-defined]
+            if record.status == BURIED and record.origin != self.node:
+                attempts, _, error = record.info.partition(":")
+                self.runtime.events.emit(
+                    Hook.CHILD_BURIED,
+                    ChildBuried(cid, StartFailed(cid, error), int(attempts or 0)),
+                )
+        if changed:
+            self._wake.set()
+            if publish:
+                self._dirty_registry.set()
+        return changed
 
-    def attach(self) -> None:
-        hub = self.hub
-        self.distribution.attach(hub.hooks, hub.node)
-        self.partition.attach(hub.hooks, hub.node)
-        assert hub.endpoint is not None
-        hub.endpoint.links.register(hub.hub_id, self._on_frame)
-        hub._own(self._publisher(), "registry-publisher")
-        hub._own(self._background(), "anti-entropy+reconcile")
+    def write(self, record: Record) -> None:
+        """A desired-state change made on this node: keep it and tell every peer."""
+        self._learn([record], publish=True)
 
-    def detach(self) -> None:
-        if self.hub.endpoint is not None:
-            self.hub.endpoint.links.unregister(self.hub.hub_id)
+    def record_of(self, spec: ChildSpec, metadata: Mapping[str, Any], epoch: int) -> Record:
+        """The desired record a local copy (of ``epoch``) runs for."""
+        record = self.desired.get(spec.id)
+        if record is not None and record.epoch == epoch:
+            return record
+        return Record(spec, metadata, max(1, epoch), self.node, LIVE)
+
+    def _record_wire(self, entry: Entry) -> list[Any]:
+        return self.record_of(entry.spec, entry.metadata, entry.epoch).to_wire()
+
+    def new_record(self, spec: ChildSpec, metadata: Mapping[str, Any]) -> Record | HubError:
+        """The live record of a new start request, or why it cannot start."""
+        old = self.desired.get(spec.id)
+        if old is not None and old.status == LIVE:
+            where = [n for n, _ in self.running_on(spec.id)]
+            return AlreadyStarted(spec.id, ", ".join(where) or "starting")
+        epoch = old.epoch + 1 if old is not None else 1
+        return Record(spec, metadata, epoch, self.node, LIVE, "", time.time())
+
+    def buried(self) -> list[tuple[Record, int, str]]:
+        """Buried records: ``(record, attempts, error)``."""
+        out = []
+        for record in self.desired:
+            if record.status == BURIED:
+                attempts, _, error = record.info.partition(":")
+                out.append((record, int(attempts or 0), error))
+        return out
+
+    # -- observer of the local runtime ---------------------------------------------------------
+
+    def local_changed(self, child_id: str) -> None:
+        self._dirty_registry.set()
+        self._registry_changed.set()
+
+    def local_removed(self, child_id: str, kind: RemovalKind, reason: Any) -> None:
+        self._dirty_registry.set()
+        self._registry_changed.set()
+        if self.closing or child_id in self._expected:
+            return
+        record = self.desired.live(child_id)
+        if record is None:
+            return
+        if kind == "buried":
+            info = f"{reason.attempts}:{reason.error!r}"
+            self.write(record.successor(self.node, BURIED, info, time.time()))
+        else:  # it ended by itself (a transient or temporary child): it is done
+            self.write(record.successor(self.node, STOPPED, f"{kind}: {reason!r}", time.time()))
+
+    # -- planning ------------------------------------------------------------------------------
+
+    def _local_view(self) -> dict[str, LocalChild]:
+        runtime = self.runtime
+        return {
+            cid: LocalChild(runtime.epoch(cid), child.state)
+            for cid, child in runtime.children().items()
+        }
+
+    async def _planning(self) -> None:
+        loop = asyncio.get_running_loop()
+        wake_at: float | None = None
+        while True:
+            timeout = None if wake_at is None else max(0.0, wake_at - loop.time())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(0)  # let a burst of changes arrive together
+            wake_at = self.plan_now()
+
+    def plan_now(self) -> float | None:
+        """Plan the changed children (all of them after a full reconcile request) and start
+        executing the actions. Returns when to plan again at the latest."""
+        loop = asyncio.get_running_loop()
+        if self._full:
+            self._full = False
+            candidates: Iterable[str] = [*self.desired.ids(), *self.runtime.child_ids()]
+            self._dirty.clear()
+        else:
+            candidates, self._dirty = self._dirty, set()
+        now = loop.time()
+        for table in (self._busy, self._incoming):
+            for cid in [c for c, t in table.items() if t <= now]:
+                del table[cid]
+                self._dirty.add(cid)
+        plan = self.planner.plan(
+            self.view(),
+            self.owners,
+            self.desired,
+            self,
+            self._local_view(),
+            candidates,
+            busy=self._busy,
+            incoming=self._incoming,
+            failures=self._failures,
+            now=now,
+        )
+        self._orphans = set(plan.orphans) | (self._orphans - set(candidates))
+        self._execute(plan, now)
+        return plan.wake_at
+
+    def _execute(self, plan: Plan, now: float) -> None:
+        starts: list[Start] = []
+        stops: dict[str, list[str]] = {}
+        moves: dict[str, list[str]] = {}
+        for action in plan.actions:
+            if isinstance(action, Start):
+                starts.append(action)
+            elif isinstance(action, Stop):
+                stops.setdefault(action.reason, []).append(action.child_id)
+            elif isinstance(action, Move):
+                moves.setdefault(action.target, []).append(action.child_id)
+            elif isinstance(action, Conflict):
+                logger.warning(
+                    "hub %s: %s also runs on %s; stopping the copy here",
+                    self.hub_id,
+                    action.child_id,
+                    action.winner,
+                )
+                self.runtime.events.emit(
+                    Hook.CHILD_CONFLICT, ChildConflict(action.child_id, action.winner, action.loser)
+                )
+            elif isinstance(action, Bury):
+                self._bury(action)
+        runtime = self.runtime
+        if starts:
+            for action in starts:
+                self._busy[action.child_id] = now + self.start_timeout + 1.0
+            runtime.own(self._start_planned(starts), "failover-start")
+        for reason, ids in stops.items():
+            for cid in ids:
+                self._busy[cid] = now + 60.0
+                self._expected.add(cid)
+            runtime.own(self._stop_planned(ids, reason), f"stop:{reason}")
+        if moves:
+            for ids in moves.values():
+                for cid in ids:
+                    self._busy[cid] = now + 60.0
+            runtime.own(self._migrate(moves), "migrate")
+
+    def _done(self, ids: Iterable[str]) -> None:
+        for cid in ids:
+            self._busy.pop(cid, None)
+            self._expected.discard(cid)
+            self._dirty.add(cid)
+        self._wake.set()
+
+    async def _start_planned(self, starts: list[Start]) -> None:
+        items = [(a.record.spec, a.record.metadata, a.record.epoch) for a in starts]
+        try:
+            results = await self.runtime.start(items, self.start_timeout)
+        finally:
+            self._done(a.child_id for a in starts)
+        failed = 0
+        for action in starts:
+            outcome = results.get(action.child_id)
+            if isinstance(outcome, Pid | AlreadyStarted):
+                self._failures.pop(action.child_id, None)
+                self._crash_times.pop(action.child_id, None)
+            elif outcome is not None:
+                failed += 1
+                self._start_failed(action.record, outcome)
+        logger.info(
+            "hub %s: started %d children here (%s)%s",
+            self.hub_id,
+            len(starts) - failed,
+            ", ".join(sorted({a.reason for a in starts})),
+            f"; {failed} failed" if failed else "",
+        )
+
+    def _start_failed(self, record: Record, error: HubError) -> None:
+        """Count a failed start toward the child's restart intensity; retry after a backoff."""
+        cid = record.spec.id
+        now = asyncio.get_running_loop().time()
+        times = self._crash_times.setdefault(cid, deque())
+        while times and times[0] <= now - record.spec.max_seconds:
+            times.popleft()
+        times.append(now)
+        attempts = len(times)
+        delay = self.backoff.delay(attempts, 0.5)
+        self._failures[cid] = Failures(attempts, now + delay, str(error))
+        logger.warning(
+            "hub %s: %s failed to start here (attempt %d): %s", self.hub_id, cid, attempts, error
+        )
+        self.runtime.events.emit(Hook.CHILD_CRASHED, ChildCrashed(cid, error, attempts))
+        self._dirty.add(cid)
+        self._wake.set()
+
+    def _bury(self, action: Bury) -> None:
+        cid = action.child_id
+        self._failures.pop(cid, None)
+        self._crash_times.pop(cid, None)
+        logger.error(
+            "hub %s: %s buried after %d failed starts; last error: %s",
+            self.hub_id,
+            cid,
+            action.attempts,
+            action.error,
+        )
+        info = f"{action.attempts}:{action.error}"
+        self.write(action.record.successor(self.node, BURIED, info, time.time()))
+        self.runtime.events.emit(
+            Hook.CHILD_BURIED, ChildBuried(cid, StartFailed(cid, action.error), action.attempts)
+        )
+
+    async def _stop_planned(self, ids: list[str], reason: str) -> None:
+        try:
+            await self.runtime.stop(ids, reason)
+        finally:
+            self._done(ids)
+
+    async def _migrate(self, moves: Mapping[str, list[str]]) -> None:
+        """ColdSwap: stop each child here, then start it on its target with its record."""
+        hooks = self.runtime.hooks
+        if hooks.has_handlers(Hook.PRE_CHILDREN_REDISTRIBUTION):
+            plan = [(cid, self.node, target) for target, ids in moves.items() for cid in ids]
+            await hooks.dispatch(Hook.PRE_CHILDREN_REDISTRIBUTION, plan)
+        batches = [
+            (target, ids[i : i + MIGRATION_BATCH])
+            for target, ids in moves.items()
+            for i in range(0, len(ids), MIGRATION_BATCH)
+        ]
+        await asyncio.gather(*(self._migrate_batch(target, ids) for target, ids in batches))
+
+    async def _migrate_batch(self, target: str, ids: list[str]) -> None:
+        runtime = self.runtime
+        try:
+            async with self._moving:
+                present = [cid for cid in ids if runtime.get(cid) is not None]
+                records = []
+                for cid in present:
+                    child = runtime.get(cid)
+                    assert child is not None
+                    records.append(self.record_of(child.spec, child.metadata, runtime.epoch(cid)))
+                if not records:
+                    return
+                self._expected.update(present)
+                tags = {cid: f"moved:{target}" for cid in present}
+                await runtime.stop(present, "migrate", tags)
+                results = await self.start_remote(target, records, self.start_timeout, "migrate")
+                failed = [(cid, r) for cid, r in results if not isinstance(r, Pid)]
+                if failed:
+                    logger.warning(
+                        "hub %s: %d children did not move to %s (%s); their owner restarts them",
+                        self.hub_id,
+                        len(failed),
+                        target,
+                        failed[0][1],
+                    )
+                    for cid, error in failed:
+                        runtime.events.emit(
+                            Hook.MIGRATION_FAILED,
+                            MigrationFailed(cid, self.node, target, str(error)),
+                        )
+        finally:
+            self._done(ids)
+
+    # -- start and stop requests ---------------------------------------------------------------
+
+    async def start_children(
+        self, specs: Sequence[ChildSpec], metadata: Mapping[str, Any], timeout: float
+    ) -> tuple[list[tuple[str, list[tuple[str, Pid]]]], list[tuple[str, HubError]]]:
+        """Route a start request: one batch per owner; returns ``(started, errors)``."""
+        errors: list[tuple[str, HubError]] = []
+        groups: dict[str, list[Record]] = {}
+        guided = is_spec_aware(self.distribution)
+        if guided:
+            self.distribution.guide(specs)  # type: ignore[attr-defined]
+        for spec in specs:
+            record = self.new_record(spec, metadata)
+            if isinstance(record, HubError):
+                errors.append((spec.id, record))
+                continue
+            for owner in self.owners(spec.id) or [self.node]:
+                groups.setdefault(owner, []).append(record)
+        outcomes: list[tuple[str, Pid | HubError]] = []
+
+        async def start_on(target: str, records: list[Record]) -> None:
+            if target == self.node:
+                outcomes.extend(await self.serve_start(records, timeout, 0, "start"))
+            else:
+                outcomes.extend(await self.start_remote(target, records, timeout, "start"))
+
+        await asyncio.gather(*(start_on(t, rs) for t, rs in groups.items()))
+        where: dict[str, list[tuple[str, Pid]]] = {}
+        failed: dict[str, HubError] = {}
+        for cid, outcome in outcomes:
+            if isinstance(outcome, Pid):
+                where.setdefault(cid, []).append((outcome.node, outcome))
+            else:
+                failed.setdefault(cid, outcome)
+        records = {r.spec.id: r for rs in groups.values() for r in rs}
+        for cid, pids in where.items():
+            pids.sort()
+            self._learn([records[cid]])
+        for cid, error in failed.items():
+            if cid not in where and not isinstance(error, StartFailed | AlreadyStarted):
+                # the outcome is unknown (no answer): make it "not started", everywhere
+                self.write(
+                    records[cid].successor(
+                        self.node, STOPPED, f"start failed: {error}", time.time()
+                    )
+                )
+        remote = [(cid, pid) for cid, pids in where.items() for n, pid in pids if n != self.node]
+        await self.until_visible(remote, asyncio.get_running_loop().time() + timeout)
+        started = [(s.id, where[s.id]) for s in specs if s.id in where]
+        errors += [(s.id, failed[s.id]) for s in specs if s.id in failed and s.id not in where]
+        return started, errors
+
+    async def serve_start(
+        self, records: list[Record], timeout: float, hops: int, kind: str
+    ) -> list[tuple[str, Pid | HubError]]:
+        """Start records here (``kind="migrate"``: a move, accepted whoever owns it), or
+        forward those this node does not own (at most :data:`MAX_HOPS` times)."""
+        runtime = self.runtime
+        if is_spec_aware(self.distribution):
+            self.distribution.guide([r.spec for r in records])  # type: ignore[attr-defined]
+        out: list[tuple[str, Pid | HubError]] = []
+        forward: dict[str, list[Record]] = {}
+        mine: list[Record] = []
+        for record in records:
+            cid = record.spec.id
+            target = (
+                self.node
+                if kind == "migrate"
+                else start_target(self.node, self.owners(cid), hops, MAX_HOPS)
+            )
+            if target != self.node:
+                forward.setdefault(target, []).append(record)
+                continue
+            child = runtime.get(cid)
+            if child is not None:
+                if runtime.epoch(cid) == record.epoch and child.ctx is not None:
+                    out.append((cid, child.ctx.pid))  # already here: the request is a repeat
+                else:
+                    out.append((cid, AlreadyStarted(cid, self.node)))
+                continue
+            known = self.desired.get(cid)
+            if known is not None and known.key() > record.key():
+                if known.status == LIVE:
+                    out.append(
+                        (
+                            cid,
+                            AlreadyStarted(
+                                cid, ", ".join(n for n, _ in self.running_on(cid)) or "elsewhere"
+                            ),
+                        )
+                    )
+                else:
+                    out.append((cid, NotFound(cid)))  # stopped meanwhile
+                continue
+            mine.append(record)
+        if forward:
+            runtime.events.emit(
+                Hook.FORWARDED_MIGRATION,
+                [(node, [r.spec.id for r in group]) for node, group in forward.items()],
+            )
+            for node, group in forward.items():
+                out += await self.start_remote(node, group, timeout, kind, hops + 1)
+        if mine:
+            self._learn(mine, publish=True)
+            for record in mine:
+                self._busy[record.spec.id] = asyncio.get_running_loop().time() + timeout + 1.0
+            try:
+                results = await runtime.start(
+                    [(r.spec, r.metadata, r.epoch) for r in mine], timeout
+                )
+            finally:
+                self._done(r.spec.id for r in mine)
+            moved = []
+            for record in mine:
+                outcome = results[record.spec.id]
+                out.append((record.spec.id, outcome))
+                if isinstance(outcome, Pid):
+                    moved.append(record.spec)
+                elif kind == "migrate":
+                    self._start_failed(record, outcome)  # the planner retries, then buries
+                elif not isinstance(outcome, AlreadyStarted):
+                    why = f"start failed: {outcome}"
+                    self.write(record.successor(self.node, STOPPED, why, time.time()))
+            if kind == "migrate" and moved:
+                runtime.events.emit(Hook.CHILDREN_MIGRATED, ChildrenMigrated(self.node, moved))
+        return out
+
+    async def start_remote(
+        self, node: str, records: list[Record], timeout: float, kind: str = "start", hops: int = 0
+    ) -> list[tuple[str, Pid | HubError]]:
+        """Ask ``node`` to start ``records``."""
+        payload = {"records": [r.to_wire() for r in records], "timeout": timeout, "hops": hops}
+        try:
+            reply = await self._request(node, kind, payload, timeout=timeout + 1.0)
+        except HubError as exc:
+            failure = exc if isinstance(exc, Timeout) else HubError(f"{node}: {exc}")
+            return [(r.spec.id, failure) for r in records]
+        results: list[tuple[str, Pid | HubError]] = []
+        for item in reply:
+            cid, status, *rest = item
+            results.append(
+                (cid, _pid_from_wire(rest[0]) if status == "ok" else error_from_wire(cid, *rest))
+            )
+        return results
+
+    async def stop_children(
+        self, ids: list[str], reason: Any
+    ) -> tuple[list[tuple[str, list[str]]], dict[str, HubError]]:
+        """Stop children wherever they run; their tombstones make the stop final."""
+        groups: dict[str, list[str]] = {}
+        tombstones: dict[str, Record] = {}
+        now = time.time()
+        for cid in ids:
+            record = self.desired.live(cid)
+            if record is not None:
+                tombstones[cid] = record.successor(self.node, STOPPED, str(reason), now)
+            nodes = {n for n, _ in self.running_on(cid)}
+            if self.runtime.get(cid) is not None:
+                nodes.add(self.node)
+            if not nodes and record is None:
+                continue
+            for target in nodes:
+                groups.setdefault(target, []).append(cid)
+        self._learn(tombstones.values(), publish=True)
+        failed: dict[str, HubError] = {}
+        stopped: dict[str, list[str]] = {}
+        local = groups.pop(self.node, [])
+
+        async def stop_on(target: str, group: list[str]) -> None:
+            wire = [tombstones[c].to_wire() for c in group if c in tombstones]
+            try:
+                reply = await self._request(
+                    target, "stop", [group, str(reason), wire], timeout=30.0
+                )
+            except HubError as exc:
+                failed.update((cid, HubError(f"{target}: {exc}")) for cid in group)
+                return
+            bad = {cid: error_from_wire(cid, *err) for cid, err in reply}
+            failed.update(bad)
+            for cid in group:
+                if cid not in bad:
+                    stopped.setdefault(cid, []).append(target)
+
+        tasks = [stop_on(t, g) for t, g in groups.items()]
+        if local:
+            self._expected.update(local)
+
+            async def stop_here() -> None:
+                try:
+                    result = await self.runtime.stop(local, reason)
+                finally:
+                    self._expected.difference_update(local)
+                failed.update(result.errors)
+                for cid, _ in result.stopped:
+                    stopped.setdefault(cid, []).append(self.node)
+
+            tasks.append(stop_here())
+        await asyncio.gather(*tasks)
+        for cid in ids:
+            if cid in tombstones and cid not in stopped and cid not in failed:
+                stopped[cid] = []  # it should have run but ran nowhere: its stop is recorded
+        return [(cid, sorted(stopped[cid])) for cid in ids if cid in stopped], failed
+
+    async def _serve_stop(self, payload: Any) -> list[Any]:
+        ids, reason, wire = payload
+        self._learn(_record_from_wire(r) for r in wire)
+        self._expected.update(ids)
+        try:
+            result = await self.runtime.stop(list(ids), reason)
+        finally:
+            self._expected.difference_update(ids)
+        return [[cid, error_to_wire(exc)] for cid, exc in result.errors]
+
+    # -- leaving -------------------------------------------------------------------------------
+
+    async def hand_off(self, *, final: bool) -> None:
+        """Take this node out of placement on every node and move its children to their
+        owners (bounded by :data:`LEAVE_TIMEOUT`). With ``final`` (a graceful stop), wait until
+        the peers acknowledged the final registry state."""
+        self.leaving = True
+        drains = list(self.endpoint.meta.get("draining", ()))
+        self.endpoint.update_meta(draining=sorted({*drains, self.hub_id}))
+        if self.members:
+            self._topology_changed(())
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + LEAVE_TIMEOUT
+            while self.runtime.child_ids() and loop.time() < deadline:
+                self._registry_changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):
+                        await self._registry_changed.wait()
+                if not self._busy:
+                    self._wake.set()
+            left = self.runtime.child_ids()
+            if left:
+                logger.warning("hub %s: %d children not handed off in time", self.hub_id, len(left))
+        if final:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Send the final registry state and pending records to every peer and wait (bounded)
+        for their acknowledgements."""
+        self.closing = True
+        local = self.registry.local
+        snapshot = [
+            local.node,
+            local.boot_id,
+            local.version,
+            [self._entry_wire(e) for e in local.entries.values()],
+        ]
+        records = [r.to_wire() for r in self._outgoing.values()]
+        self._outgoing.clear()
+        peers = list(self.members)
+
+        async def one(peer: str) -> None:
+            try:
+                await self._request(peer, "final", [records, snapshot], timeout=FLUSH_TIMEOUT)
+            except HubError as exc:
+                logger.warning(
+                    "hub %s: final state not acknowledged by %s: %s", self.hub_id, peer, exc
+                )
+
+        await asyncio.gather(*(one(p) for p in peers))
 
     # -- registry sync -------------------------------------------------------------------------
 
-    def local_changed(self) -> None:
-        self._dirty.set()
+    def _entry_wire(self, entry: Entry) -> list[Any]:
+        return [entry.pid.to_wire(), self._record_wire(entry)]
 
     async def _publisher(self) -> None:
-        """Coalesce local writes for ``batch_window``, then send one delta to every member; a
-        member that missed one gets a snapshot instead (retried every second until it lands)."""
-        registry = self.hub._registry
+        """Coalesce local writes for ``batch_window``, then send them to every peer: records
+        and a delta, or a snapshot to a peer that missed something."""
+        registry = self.registry
         while True:
             if self._behind:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
-                        await self._dirty.wait()
+                        await self._dirty_registry.wait()
             else:
-                await self._dirty.wait()
+                await self._dirty_registry.wait()
             await asyncio.sleep(self.sync.batch_window)
-            self._dirty.clear()
-            delta = registry.local.changes_since(self._published)
-            snapshot = registry.local.snapshot() if delta is None or self._behind else None
-            version = delta.version if delta is not None else registry.local.version
-            peers = self.hub.nodes()
-            self._behind &= set(peers)
-            wire_delta = _delta_to_wire(delta) if delta is not None and delta.ops else None
-            wire_snapshot = _snapshot_to_wire(snapshot) if snapshot is not None else None
-            await asyncio.gather(
-                *(
-                    self._publish_to(peer, wire_delta, wire_snapshot, delta is None)
-                    for peer in peers
-                )
-            )
-            self._published = version
+            self._dirty_registry.clear()
+            await self.publish(registry)
 
-    async def _publish_to(
-        self, peer: str, delta: Any, snapshot: Any, snapshot_for_all: bool
-    ) -> None:
-        if snapshot is not None and (snapshot_for_all or peer in self._behind):
-            if await self._send(peer, "snapshot", snapshot):
+    async def publish(self, registry: Any) -> None:
+        local = registry.local
+        delta = local.changes_since(self._published)
+        records = [r.to_wire() for r in self._outgoing.values()]
+        self._outgoing.clear()
+        peers = list(self.members)
+        if delta is None:
+            self._behind.update(peers)
+        behind = [p for p in peers if p in self._behind]
+        current = [p for p in peers if p not in self._behind]
+        frames: list[tuple[str, Any]] = []
+        if records:
+            for i in range(0, len(records), CHUNK):
+                frames.append(("records", records[i : i + CHUNK]))
+        if delta is not None and delta.ops:
+            for i in range(0, len(delta.ops), CHUNK):
+                part = Delta(
+                    local.node,
+                    local.boot_id,
+                    delta.base + i,
+                    delta.base + min(len(delta.ops), i + CHUNK),
+                    delta.ops[i : i + CHUNK],
+                )
+                frames.append(("delta", _delta_to_wire(part, self._record_wire)))
+        snapshot_frames = self._snapshot_frames() if behind else []
+        self._published = local.version
+
+        async def to(peer: str, its: list[tuple[str, Any]], snapshot: bool) -> None:
+            for kind, payload in its:
+                if not await self._send(peer, kind, payload):
+                    self._behind.add(peer)
+                    return
+            if snapshot:
                 self._behind.discard(peer)
-        elif delta is not None and not await self._send(peer, "delta", delta):
-            self._behind.add(peer)
+
+        await asyncio.gather(
+            *(to(p, frames, False) for p in current),
+            *(
+                to(p, [f for f in frames if f[0] == "records"] + snapshot_frames, True)
+                for p in behind
+            ),
+        )
+
+    def _snapshot_frames(self) -> list[tuple[str, Any]]:
+        local = self.registry.local
+        entries = [self._entry_wire(e) for e in local.entries.values()]
+        parts = max(1, -(-len(entries) // CHUNK))
+        return [
+            (
+                "snapshot",
+                [
+                    local.node,
+                    local.boot_id,
+                    local.version,
+                    i,
+                    parts,
+                    entries[i * CHUNK : (i + 1) * CHUNK],
+                ],
+            )
+            for i in range(parts)
+        ]
+
+    async def _send_snapshot(self, peer: str) -> None:
+        """Send our partition to ``peer`` as it is now (it is then no longer behind)."""
+        self._behind.discard(peer)
+        for kind, frame in self._snapshot_frames():
+            if not await self._send(peer, kind, frame):
+                self._behind.add(peer)
+                return
 
     async def _send(self, peer: str, kind: str, payload: Any) -> bool:
-        assert self.hub.endpoint is not None
         try:
-            await self.hub.endpoint.links.send(peer, self.hub.hub_id, kind, payload, timeout=5.0)
-        except (LinkError, NotFound, Timeout) as exc:
-            logger.debug("hub %s: %s to %s not sent: %s", self.hub.hub_id, kind, peer, exc)
+            await self.endpoint.links.send(peer, self.hub_id, kind, payload, timeout=5.0)
+        except HubError as exc:
+            logger.debug("hub %s: %s to %s not sent: %s", self.hub_id, kind, peer, exc)
             return False
         return True
 
     async def _request(self, peer: str, kind: str, payload: Any, timeout: float) -> Any:
-        assert self.hub.endpoint is not None
-        return await self.hub.endpoint.links.request(
-            peer, self.hub.hub_id, kind, payload, timeout=timeout
-        )
+        """A request to a peer; a broken or unreachable link is :class:`NodeUnreachable`."""
+        try:
+            return await self.endpoint.links.request(
+                peer, self.hub_id, kind, payload, timeout=timeout
+            )
+        except LinkError as exc:
+            raise NodeUnreachable(peer, str(exc)) from None
+        except RemoteError:
+            raise
+        except NotFound as exc:
+            raise NodeUnreachable(peer, str(exc)) from None
 
     async def until_visible(self, placed: Iterable[tuple[str, Pid]], deadline: float) -> None:
         """Wait (until ``deadline``, loop time) until this node's registry shows each
         ``(child_id, pid)``: a caller reads its own writes after a remote start."""
-        registry = self.hub._registry
+        registry = self.registry
         pending = [(cid, pid) for cid, pid in placed if (pid.node, pid) not in registry.lookup(cid)]
         loop = asyncio.get_running_loop()
         while pending and loop.time() < deadline:
@@ -281,10 +1058,14 @@ class Coordinator:
 
     def _apply_changes(self, changes: Iterable[Change]) -> None:
         self._registry_changed.set()
-        events = self.hub._events
+        events = self.runtime.events
+        now = asyncio.get_running_loop().time()
+        moved_here = f"moved:{self.node}"
         for change in changes:
+            self._dirty.add(change.child_id)
             if change.kind != "removed":
                 assert change.pid is not None
+                self._incoming.pop(change.child_id, None)
                 if change.kind == "replaced":
                     update = PidUpdate(change.node, change.child_id, change.pid)
                     events.emit(Hook.CHILD_PROCESS_PID_UPDATE, update)
@@ -293,72 +1074,194 @@ class Coordinator:
                     PidInserted(change.child_id, [(change.node, change.pid)]),
                 )
             else:
-                self.mark_moving((change.child_id,))
+                if change.reason == moved_here:
+                    self._incoming[change.child_id] = now + MOVE_WINDOW
                 events.emit(Hook.REGISTRY_PID_REMOVED, PidRemoved(change.child_id, [change.node]))
+        self._wake.set()
+
+    def _entries_from_wire(self, items: Iterable[Any]) -> list[Entry]:
+        entries = []
+        records = []
+        for pid_wire, record_wire in items:
+            record = _record_from_wire(record_wire)
+            records.append(record)
+            entries.append(
+                Entry(record.spec, _pid_from_wire(pid_wire), record.metadata, record.epoch)
+            )
+        self._learn(records)
+        return entries
+
+    def _apply_delta(self, peer: str, payload: Any) -> bool:
+        """Apply a peer's delta; False when there is a gap (a snapshot is needed)."""
+        node, boot, base, version, ops = payload
+        decoded: list[tuple[str, Entry | str]] = []
+        for cid, op in ops:
+            if isinstance(op, str):
+                decoded.append((cid, op))
+            else:
+                decoded.append((cid, self._entries_from_wire([op])[0]))
+        changes = self.registry.apply(Delta(node, boot, int(base), int(version), tuple(decoded)))
+        if changes is None:
+            return False
+        self._apply_changes(changes)
+        return True
+
+    def _apply_snapshot_part(self, payload: Any) -> None:
+        node, boot, version, part, parts, items = payload
+        if node == self.node or not 0 <= part < parts <= MAX_SNAPSHOT_PARTS:
+            return
+        entries = self._entries_from_wire(items)
+        if part == 0:
+            self._parts[node] = (boot, version, parts, entries)
+        else:
+            held = self._parts.get(node)
+            if held is None or held[:3] != (boot, version, parts):
+                return  # a part of a snapshot whose start we missed: the next one repairs it
+            held[3].extend(entries)
+        held = self._parts[node]
+        if part == parts - 1:
+            del self._parts[node]
+            self._apply_changes(
+                self.registry.load(Snapshot(node, boot, int(version), tuple(held[3])))
+            )
+            if self.members.get(node) == boot:
+                self.unsynced.discard(node)
+                self._wake.set()
 
     async def _catch_up(self, peer: str) -> None:
-        try:
-            data = await self._request(peer, "get_snapshot", None, timeout=10.0)
-            snapshot = _snapshot_from_wire(data)
-        except (HubError, ValueError, TypeError) as exc:
-            logger.warning("hub %s: no snapshot from %s: %s", self.hub.hub_id, peer, exc)
+        """Ask ``peer`` for a snapshot of its partition (it sends it as one-way parts)."""
+        if peer in self._catching:
             return
-        self._apply_changes(self.hub._registry.load(snapshot))
+        self._catching.add(peer)
+        try:
+            await self._request(peer, "send_snapshot", None, timeout=10.0)
+        except HubError as exc:
+            logger.info("hub %s: no snapshot from %s yet: %s", self.hub_id, peer, exc)
+        finally:
+            self._catching.discard(peer)
 
-    async def send_snapshot(self, peer: str) -> None:
-        await self._send(peer, "snapshot", _snapshot_to_wire(self.hub._registry.local.snapshot()))
+    # -- anti-entropy and synchronization ------------------------------------------------------
+
+    def _state(self) -> tuple[Any, int]:
+        """This node's registry versions (over the live members) and desired digest."""
+        live = {*self.members, self.node}
+        versions = sorted(
+            (n, p.boot_id, p.version) for n, p in self.registry.partitions.items() if n in live
+        )
+        return (tuple(map(tuple, versions)), self.desired.digest())
+
+    def _send_state(self, peer: str) -> None:
+        local = self.registry.local
+        payload = [local.boot_id, local.version, self.desired.digests(), _state_wire(self._state())]
+        self.runtime.own(self._send(peer, "state", payload), f"state:{peer}")
+
+    async def _on_state(self, peer: NodeId, payload: Any) -> None:
+        """A peer's registry version and desired digests: catch up on its partition if ours
+        is behind, and push the desired buckets that differ twice in a row (once may be a
+        record still in flight)."""
+        boot, version, digests, state = payload
+        name = peer.name
+        part = self.registry.partitions.get(name)
+        current = part is not None and part.boot_id == boot and part.version >= version
+        if current and self.members.get(name) == boot and name in self.unsynced:
+            self.unsynced.discard(name)
+            self._wake.set()
+        if not current and name in self.members and name not in self._parts:
+            await self._catch_up(name)
+        buckets = set(self.desired.differing(digests))
+        repeated = buckets & self._differing.get(name, set())
+        self._differing[name] = buckets
+        if repeated:
+            records = [r.to_wire() for r in self.desired.bucket_records(repeated)]
+            for i in range(0, len(records), CHUNK):
+                await self._send(name, "records", records[i : i + CHUNK])
+        self._peer_state[name] = _state_from_wire(state)
+        self._check_synchronized()
+
+    def _check_synchronized(self) -> None:
+        if not self._sync_pending or self.unsynced or self._busy or self._dirty:
+            return
+        if synchronized(self._state(), self._peer_state, self.members, self.node):
+            self._sync_pending = False
+            logger.info(
+                "hub %s: cluster synchronized (%d children)", self.hub_id, len(self.registry)
+            )
+            self.runtime.events.emit(Hook.CLUSTER_SYNCHRONIZED, self.node)
 
     async def _background(self) -> None:
-        """Anti-entropy announcements every ``anti_entropy_interval`` and reconciliation every
-        ``reconcile_interval``, each on its own schedule."""
+        """Anti-entropy rounds (faster while a topology change is not synchronized), tombstone
+        collection, and a full reconciliation every ``reconcile_interval``."""
         loop = asyncio.get_running_loop()
-        announce_at = loop.time() + self.sync.anti_entropy_interval
+        announce_at = loop.time()
         reconcile_at = loop.time() + self.reconcile_interval
         while True:
-            await asyncio.sleep(max(0.0, min(announce_at, reconcile_at) - loop.time()))
+            interval = SYNC_INTERVAL if self._sync_pending else self.sync.anti_entropy_interval
+            await asyncio.sleep(max(0.0, min(announce_at, reconcile_at) - loop.time(), 0.01))
             now = loop.time()
             if now >= announce_at:
-                announce_at = now + self.sync.anti_entropy_interval
-                local = self.hub._registry.local
-                for peer in self.hub.nodes():
-                    await self._send(peer, "version", [local.boot_id, local.version])
+                announce_at = now + interval
+                for peer in list(self.members):
+                    self._send_state(peer)
+                self._check_synchronized()
+                for cid in self.desired.collect(time.time()):
+                    self._dirty.add(cid)
             if now >= reconcile_at:
                 reconcile_at = now + self.reconcile_interval
-                await self.reconcile()
+                self._full = True
+                self._wake.set()
 
     # -- frames from peers ---------------------------------------------------------------------
 
     async def _on_frame(self, peer: NodeId, kind: str, payload: Any) -> Any:
-        hub = self.hub
-        registry = hub._registry
+        try:
+            return await self._handle(peer, kind, payload)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            raise InvalidSpec(f"malformed {kind!r} from {peer.name}: {exc}") from None
+
+    async def _handle(self, peer: NodeId, kind: str, payload: Any) -> Any:
         if kind == "delta":
-            try:
-                delta = _delta_from_wire(payload)
-            except (ValueError, TypeError) as exc:
-                raise InvalidSpec(f"malformed delta: {exc}") from None
-            changes = registry.apply(delta)
-            if changes is None:
+            if not self._apply_delta(peer.name, payload) and peer.name not in self._parts:
                 await self._catch_up(peer.name)
-            else:
-                self._apply_changes(changes)
+            return None
+        if kind == "records":
+            self._learn(_record_from_wire(r) for r in payload)
             return None
         if kind == "snapshot":
-            self._apply_changes(registry.load(_snapshot_from_wire(payload)))
+            self._apply_snapshot_part(payload)
             return None
-        if kind == "get_snapshot":
-            return _snapshot_to_wire(registry.local.snapshot())
-        if kind == "version":
-            boot, version = payload
-            part = registry.partitions.get(peer.name)
-            if part is None or part.boot_id != boot or part.version < version:
-                await self._catch_up(peer.name)
+        if kind == "send_snapshot":
+            await self._send_snapshot(peer.name)
+            return None
+        if kind == "get_snapshot":  # the CLI's read of this node's partition
+            local = self.registry.local
+            entries = [
+                [e.spec.to_wire(), e.pid.to_wire(), dict(e.metadata)] for e in local.entries.values()
+            ]
+            return [local.node, local.boot_id, local.version, entries]
+        if kind == "state":
+            await self._on_state(peer, payload)
+            return None
+        if kind == "final":
+            records, (node, boot, version, items) = payload
+            self._learn(_record_from_wire(r) for r in records)
+            entries = self._entries_from_wire(items)
+            self._apply_changes(
+                self.registry.load(Snapshot(node, boot, int(version), tuple(entries)))
+            )
             return None
         if kind in ("start", "migrate"):
-            return await self._serve_start(peer, kind, payload)
+            records = [_record_from_wire(r) for r in payload["records"]]
+            timeout = float(payload.get("timeout", self.start_timeout))
+            hops = int(payload.get("hops", 0))
+            results = await self.serve_start(records, timeout, hops, kind)
+            return [
+                [cid, "ok", r.to_wire()]
+                if isinstance(r, Pid)
+                else [cid, "error", *error_to_wire(r)]
+                for cid, r in results
+            ]
         if kind == "stop":
-            ids, reason = payload
-            result = await hub._stop_local(list(ids), reason)
-            return [[cid, error_to_wire(exc)] for cid, exc in result.errors]
+            return await self._serve_stop(payload)
         if kind == "cast":
             target, message = payload
             self._local_ctx(target).deliver(message)
@@ -376,247 +1279,36 @@ class Coordinator:
         raise InvalidSpec(f"unknown frame kind {kind!r}")
 
     def _local_ctx(self, target: Any) -> Any:
-        """The local instance a remote message is for; a child that just moved away answers
-        :class:`NotDelivered` so that the sender retries where it went."""
-        local = Pid.from_wire(target) if isinstance(target, list) else str(target)
+        """The local instance a remote message is for; a child that should run but is not
+        here answers :class:`NotDelivered` so that the sender retries where it went."""
+        local = _pid_from_wire(target) if isinstance(target, list) else str(target)
         try:
-            return self.hub._target(local)
+            return self.runtime.target(local)
         except NotFound:
-            if isinstance(local, str) and self.moving(local):
-                raise NotDelivered(local, "moved away from this node") from None
+            if isinstance(local, str) and self.expects(local):
+                raise NotDelivered(local, f"not on {self.node} (moving)") from None
             raise
 
-    async def _serve_start(self, peer: NodeId, kind: str, payload: Any) -> list[Any]:
-        hub = self.hub
-        specs = [ChildSpec.from_wire(s) for s in payload["specs"]]
-        raw_meta = payload.get("metadata") or {}
-        if isinstance(raw_meta, list):  # one mapping per spec (migrations)
-            if len(raw_meta) != len(specs):
-                raise InvalidSpec("metadata list does not match the specs")
-            meta_of = {
-                s.id: MappingProxyType(dict(m)) for s, m in zip(specs, raw_meta, strict=True)
-            }
-        else:
-            shared = MappingProxyType(dict(raw_meta))
-            meta_of = {s.id: shared for s in specs}
-        timeout = float(payload.get("timeout", hub._start_timeout))
-        mine: list[ChildSpec] = []
-        forward: dict[str, list[ChildSpec]] = defaultdict(list)
-        for spec in specs:
-            owners = self.owners(spec.id)
-            if kind == "migrate" or hub.node in owners:
-                mine.append(spec)
-            else:
-                forward[owners[0]].append(spec)
-        out: list[Any] = []
-        if forward:
-            hub._events.emit(
-                Hook.FORWARDED_MIGRATION,
-                [(node, [s.id for s in group]) for node, group in forward.items()],
-            )
-            for node, group in forward.items():
-                metas = [meta_of[s.id] for s in group]
-                forwarded = await self.start_remote(node, group, metas, timeout)
-                out += [
-                    [cid, "ok", pid.to_wire()]
-                    if isinstance(pid, Pid)
-                    else [cid, "error", *error_to_wire(pid)]
-                    for cid, pid in forwarded
-                ]
-        if mine:
-            results = await hub._start_local([(s, meta_of[s.id], None) for s in mine], timeout)
-            for spec in mine:
-                outcome = results[spec.id]
-                if isinstance(outcome, Pid):
-                    out.append([spec.id, "ok", outcome.to_wire()])
-                else:
-                    out.append([spec.id, "error", *error_to_wire(outcome)])
-            if kind == "migrate":
-                moved = [s for s in mine if isinstance(results[s.id], Pid)]
-                hub._events.emit(Hook.CHILDREN_MIGRATED, ChildrenMigrated(hub.node, moved))
-        return out
-
-    # -- routing -------------------------------------------------------------------------------
-
-    def plan_start(self, specs: Iterable[ChildSpec]) -> dict[str, list[ChildSpec]]:
-        """Group specs by owner node (each spec once per owner under replication)."""
-        groups: dict[str, list[ChildSpec]] = defaultdict(list)
-        for spec in specs:
-            for node in self.owners(spec.id):
-                groups[node].append(spec)
-        return groups
-
-    async def start_remote(
-        self,
-        node: str,
-        specs: list[ChildSpec],
-        metadata: Mapping[str, Any] | Sequence[Mapping[str, Any]],
-        timeout: float,
-        kind: str = "start",
-    ) -> list[tuple[str, Pid | HubError]]:
-        """Ask ``node`` to start ``specs``; ``metadata`` is shared, or one mapping per spec."""
-        meta_wire: Any = (
-            dict(metadata) if isinstance(metadata, Mapping) else [dict(m) for m in metadata]
-        )
-        payload = {"specs": [s.to_wire() for s in specs], "metadata": meta_wire, "timeout": timeout}
-        try:
-            reply = await self._request(node, kind, payload, timeout=timeout + 1.0)
-        except (HubError, LinkError) as exc:
-            failure = exc if isinstance(exc, Timeout) else HubError(f"{node}: {exc}")
-            return [(s.id, failure) for s in specs]
-        results: list[tuple[str, Pid | HubError]] = []
-        for item in reply:
-            cid, status, *rest = item
-            results.append(
-                (cid, Pid.from_wire(rest[0]) if status == "ok" else error_from_wire(cid, *rest))
-            )
-        return results
-
-    async def stop_remote(
-        self, node: str, ids: list[str], reason: Any
-    ) -> list[tuple[str, HubError]]:
-        try:
-            reply = await self._request(node, "stop", [ids, reason], timeout=30.0)
-        except (HubError, LinkError) as exc:
-            return [(cid, HubError(f"{node}: {exc}")) for cid in ids]
-        return [(cid, error_from_wire(cid, *err)) for cid, err in reply]
+    # -- messages ------------------------------------------------------------------------------
 
     async def send_message(self, node: str, target: str | Pid, message: Any) -> None:
         """A remote cast: one-way and in order on the link (no round trip per message)."""
         wire = target.to_wire() if isinstance(target, Pid) else target
-        assert self.hub.endpoint is not None
-        await self.hub.endpoint.links.send(node, self.hub.hub_id, "cast", [wire, message])
+        try:
+            await self.endpoint.links.send(node, self.hub_id, "cast", [wire, message])
+        except (LinkError, NotFound) as exc:
+            raise NodeUnreachable(node, str(exc)) from None
 
     async def call(self, node: str, target: str | Pid, message: Any, timeout: float) -> Any:
         wire = target.to_wire() if isinstance(target, Pid) else target
         return await self._request(node, "call", [wire, message, timeout], timeout=timeout)
 
-    # -- topology ------------------------------------------------------------------------------
 
-    async def node_joined(self, node: str) -> None:
-        hooks = self.hub.hooks
-        await hooks.dispatch(Hook.PRE_NODES_REDISTRIBUTION, Redistribution("nodeup", node))
-        await self.send_snapshot(node)
-        await self.reconcile()
-        await hooks.dispatch(Hook.POST_NODES_REDISTRIBUTION, Redistribution("nodeup", node))
+def _state_wire(state: tuple[Any, int]) -> list[Any]:
+    versions, digest = state
+    return [[list(v) for v in versions], digest]
 
-    async def node_left(self, node: str) -> None:
-        hub = self.hub
-        await hub.hooks.dispatch(Hook.PRE_NODES_REDISTRIBUTION, Redistribution("nodedown", node))
-        part = hub._registry.partitions.get(node)
-        orphans = list(part.entries.values()) if part is not None else []
-        self._apply_changes(hub._registry.drop(node))
-        supervisor = hub._supervisor
-        todo = [
-            (e.spec, e.metadata, None)
-            for e in orphans
-            if e.spec.restart != "temporary"
-            and hub.node in self.owners(e.spec.id)
-            and supervisor.get(e.spec.id) is None
-        ]
-        if todo:
-            results = await hub._start_local(todo, hub._start_timeout)
-            failed = {cid: r for cid, r in results.items() if not isinstance(r, Pid)}
-            logger.info(
-                "hub %s: restarted %d children of %s here%s",
-                hub.hub_id,
-                len(todo) - len(failed),
-                node,
-                f"; {len(failed)} failed" if failed else "",
-            )
-            for cid, err in failed.items():
-                logger.error("hub %s: could not restart %s from %s: %s", hub.hub_id, cid, node, err)
-        await hub.hooks.dispatch(Hook.POST_NODES_REDISTRIBUTION, Redistribution("nodedown", node))
 
-    # -- reconciliation and migration ----------------------------------------------------------
-
-    async def reconcile(self) -> None:
-        """Move or stop every local child that is not on one of its owners."""
-        async with self._reconcile_lock:
-            hub = self.hub
-            me = hub.node
-            live = set(hub.nodes(include_local=True))
-            moves: dict[str, list[str]] = defaultdict(list)
-            stops: list[str] = []
-            conflicts: list[ChildConflict] = []
-            for cid in list(hub._supervisor.children):
-                owners = self.owners(cid)
-                if me in owners:
-                    continue
-                elsewhere = {n for n, _ in hub._registry.lookup(cid) if n != me and n in live}
-                winner = next((o for o in owners if o in elsewhere), None)
-                if winner is None and elsewhere and min(elsewhere) < me:
-                    winner = min(elsewhere)
-                if winner is not None:
-                    stops.append(cid)
-                    conflicts.append(ChildConflict(cid, winner, me))
-                else:
-                    moves[owners[0]].append(cid)
-            if stops:
-                for conflict in conflicts:  # decided: reported before the copy stops
-                    logger.warning(
-                        "hub %s: %s also runs on %s; stopping the copy here",
-                        hub.hub_id,
-                        conflict.child_id,
-                        conflict.winner,
-                    )
-                    hub._events.emit(Hook.CHILD_CONFLICT, conflict)
-                await hub._stop_local(stops, "conflict")
-            if moves:
-                await self.migrate(moves)
-
-    async def migrate(self, moves: Mapping[str, list[str]]) -> None:
-        """ColdSwap: stop each child here, then start it on its target with its spec."""
-        hub = self.hub
-        if hub.hooks.has_handlers(Hook.PRE_CHILDREN_REDISTRIBUTION):
-            plan = [(cid, hub.node, target) for target, ids in moves.items() for cid in ids]
-            await hub.hooks.dispatch(Hook.PRE_CHILDREN_REDISTRIBUTION, plan)
-        batches = [
-            (target, ids[i : i + MIGRATION_BATCH])
-            for target, ids in moves.items()
-            for i in range(0, len(ids), MIGRATION_BATCH)
-        ]
-        await asyncio.gather(*(self._migrate_batch(target, ids) for target, ids in batches))
-
-    async def _migrate_batch(self, target: str, ids: list[str]) -> None:
-        hub = self.hub
-        supervisor = hub._supervisor
-        async with self._moving:
-            children = [supervisor.get(cid) for cid in ids]
-            entries = [(c.spec, c.metadata) for c in children if c is not None]
-            if not entries:
-                return
-            self.mark_moving(spec.id for spec, _ in entries)
-            await hub._stop_local([spec.id for spec, _ in entries], "migrate")
-            specs = [spec for spec, _ in entries]
-            metas = [meta for _, meta in entries]
-            results = dict(
-                await self.start_remote(target, specs, metas, hub._start_timeout, "migrate")
-            )
-            lost = [(s, m, None) for s, m in entries if not isinstance(results.get(s.id), Pid)]
-            if lost:  # never drop a child: take it back, reconciliation retries later
-                logger.error(
-                    "hub %s: %d children could not move to %s; restarting them here",
-                    hub.hub_id,
-                    len(lost),
-                    target,
-                )
-                await hub._start_local(lost, hub._start_timeout)
-
-    async def hand_off(self) -> None:
-        """Give every local child to its owner in the ring without this node (graceful leave)."""
-        hub = self.hub
-        me = hub.node
-        moves: dict[str, list[str]] = defaultdict(list)
-        for cid in list(hub._supervisor.children):
-            owners = [n for n in self.distribution.belongs_to(cid, self.rf + 1) if n != me]
-            if owners:
-                moves[owners[0]].append(cid)
-        if moves:
-            logger.info(
-                "hub %s: handing %d children to %d nodes before leaving",
-                hub.hub_id,
-                sum(map(len, moves.values())),
-                len(moves),
-            )
-            await self.migrate(moves)
+def _state_from_wire(data: Any) -> tuple[Any, int]:
+    versions, digest = data
+    return (tuple(tuple(v) for v in versions), int(digest))

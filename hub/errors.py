@@ -65,6 +65,16 @@ class Timeout(HubError, TimeoutError):
     """A bounded wait ran out. Also a :class:`TimeoutError`, so either may be caught."""
 
 
+class NodeUnreachable(Timeout):
+    """The node that runs (or should start) a child could not be reached: its link broke or
+    it did not answer. ``node`` names it. A message by child id waits for the child to come
+    back (failover) before this is raised; it is a :class:`Timeout`, so either may be caught."""
+
+    def __init__(self, node: str, detail: str = "") -> None:
+        self.node = node
+        super().__init__(f"node {node} is unreachable" + (f": {detail}" if detail else ""))
+
+
 class MailboxFull(HubError):
     """A process's mailbox holds its configured maximum number of messages."""
 

@@ -19,6 +19,7 @@ __all__ = [
     "ChildStopped",
     "ChildrenMigrated",
     "Hook",
+    "MigrationFailed",
     "PidInserted",
     "PidRemoved",
     "PidUpdate",
@@ -82,6 +83,9 @@ class Hook(StrEnum):
     QUORUM_REGAINED = "quorum_regained"
     #: A duplicate child was found and resolved. Data: :class:`ChildConflict`.
     CHILD_CONFLICT = "child_conflict"
+    #: A move of a child failed (the target refused it, failed to start it or did not answer);
+    #: the child's owner restarts it from its spec. Data: :class:`MigrationFailed`.
+    MIGRATION_FAILED = "migration_failed"
 
 
 class PidInserted(NamedTuple):
@@ -168,3 +172,12 @@ class ChildConflict(NamedTuple):
     child_id: str
     winner: str
     loser: str
+
+
+class MigrationFailed(NamedTuple):
+    """Data of :attr:`Hook.MIGRATION_FAILED`."""
+
+    child_id: str
+    from_node: str
+    to_node: str
+    reason: str

@@ -28,11 +28,13 @@ __all__ = [
 
 
 class Entry(NamedTuple):
-    """One child in one node's partition (a named tuple: cheap to build, one per child)."""
+    """One child in one node's partition (a named tuple: cheap to build, one per child).
+    ``epoch`` is the epoch of the desired record this copy runs for (:mod:`hub.desired`)."""
 
     spec: ChildSpec
     pid: Pid
     metadata: Mapping[str, Any]
+    epoch: int = 0
 
     @property
     def child_id(self) -> str:
@@ -40,14 +42,15 @@ class Entry(NamedTuple):
 
 
 class Delta(NamedTuple):
-    """Changes of one partition from version ``base`` to ``version``. ``ops`` are
-    ``(child_id, entry)`` for an upsert and ``(child_id, None)`` for a removal."""
+    """Changes of one partition from version ``base`` to ``version``, one op per version.
+    ``ops`` are ``(child_id, entry)`` for an upsert and ``(child_id, reason)`` for a removal,
+    ``reason`` saying why it left this node (``"moved:<node>"``, ``"stopped"``, ...)."""
 
     node: str
     boot_id: str
     base: int
     version: int
-    ops: tuple[tuple[str, Entry | None], ...]
+    ops: tuple[tuple[str, Entry | str], ...]
 
 
 class Snapshot(NamedTuple):
@@ -61,12 +64,14 @@ class Snapshot(NamedTuple):
 
 class Change(NamedTuple):
     """What an operation did to the cluster view of one child on one node: ``kind`` is
-    ``"inserted"`` (new there), ``"replaced"`` (its pid changed: a restart) or ``"removed"``."""
+    ``"inserted"`` (new there), ``"replaced"`` (its pid changed: a restart) or ``"removed"``
+    (with the removal ``reason``: ``"moved:<node>"`` when it moved, empty when unknown)."""
 
     kind: Literal["inserted", "replaced", "removed"]
     child_id: str
     node: str
     pid: Pid | None
+    reason: str = ""
 
 
 class Partition:
@@ -79,7 +84,7 @@ class Partition:
         self.boot_id = boot_id
         self.version = 0
         self.entries: dict[str, Entry] = {}
-        self._log: deque[tuple[int, str, Entry | None]] | None = (
+        self._log: deque[tuple[int, str, Entry | str]] | None = (
             deque(maxlen=log_size) if log_size else None
         )
 
@@ -117,14 +122,15 @@ class Registry:
             local._log.append((local.version, entry.spec.id, entry))
         return local.version
 
-    def delete(self, child_id: str) -> int | None:
-        """Remove a local child. Returns the new version, or ``None`` if it was not there."""
+    def delete(self, child_id: str, reason: str = "") -> int | None:
+        """Remove a local child (``reason``: why, for the readers). Returns the new version, or
+        ``None`` if it was not there."""
         local = self.local
         if local.entries.pop(child_id, None) is None:
             return None
         local.version += 1
         if local._log is not None:
-            local._log.append((local.version, child_id, None))
+            local._log.append((local.version, child_id, reason))
         return local.version
 
     # -- replicas ------------------------------------------------------------------------------
@@ -148,9 +154,9 @@ class Registry:
             return None
         entries = part.entries
         for child_id, entry in delta.ops:
-            if entry is None:
+            if isinstance(entry, str):
                 if entries.pop(child_id, None) is not None:
-                    changes.append(Change("removed", child_id, delta.node, None))
+                    changes.append(Change("removed", child_id, delta.node, None, entry))
             else:
                 old = entries.get(child_id)
                 entries[child_id] = entry
@@ -204,6 +210,15 @@ class Registry:
     def digest(self) -> dict[str, tuple[str, int]]:
         """``{node: (boot_id, version)}`` for anti-entropy: equal digests, equal registries."""
         return {n: (p.boot_id, p.version) for n, p in self.partitions.items()}
+
+    def running_on(self, child_id: str) -> list[tuple[str, int]]:
+        """``(node, epoch)`` of every partition that lists ``child_id``."""
+        found = []
+        for node, part in self.partitions.items():
+            entry = part.entries.get(child_id)
+            if entry is not None:
+                found.append((node, entry.epoch))
+        return found
 
     # -- reads ---------------------------------------------------------------------------------
 

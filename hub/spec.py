@@ -2,16 +2,23 @@
 
 A :class:`ChildSpec` is plain data (strings, numbers, lists, maps) so it can travel between nodes
 as msgpack; the code to run is named by ``"package.module:Name"`` and resolved where it starts.
+Its ``args``, ``kwargs`` and ``metadata`` are checked at construction with the wire's own msgpack
+rules (:func:`check_travels`): a value that could not reach another node (a set, an object, a
+map key the decoder refuses...) is an :class:`~hub.errors.InvalidSpec` at once, not a failure
+later on some peer.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
+import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
+
+import msgpack  # type: ignore[import-untyped]
 
 from .errors import HubError, InvalidSpec
 from .pid import Pid
@@ -22,6 +29,7 @@ __all__ = [
     "RestartPolicy",
     "StartResult",
     "StopResult",
+    "check_travels",
     "resolve_start",
 ]
 
@@ -29,6 +37,63 @@ RestartPolicy = Literal["permanent", "transient", "temporary"]
 _POLICIES = frozenset(("permanent", "transient", "temporary"))
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 MAX_CHILD_ID_LENGTH = 512
+_MAX_DEPTH = 511  # msgpack's default nesting limit when packing
+
+
+def check_travels(value: Any, what: str) -> None:
+    """Raise :class:`~hub.errors.InvalidSpec` unless ``value`` can travel between nodes.
+
+    The rules are the wire's: it must pack with msgpack (``use_bin_type=True``) and unpack again
+    as the links decode (``raw=False, strict_map_key=False``). Tuples become lists on the way,
+    which is fine; sets, arbitrary objects, integers beyond 64 bits, strings with lone
+    surrogates and map keys that cannot be decoded (a tuple key arrives as an unhashable list)
+    are refused. The message names ``what``, the offending type and where it is, e.g.
+    ``ChildSpec 'c1': args cannot travel between nodes (msgpack): set is not serializable (at
+    [0])``.
+    """
+    try:
+        msgpack.unpackb(msgpack.packb(value, use_bin_type=True), raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        why = _offender(value, "", 0) or str(exc)
+        raise InvalidSpec(f"{what} cannot travel between nodes (msgpack): {why}") from None
+
+
+def _short(value: Any) -> str:
+    return reprlib.repr(value)
+
+
+def _offender(value: Any, path: str, depth: int) -> str | None:
+    """Why (and where) ``value`` cannot travel, or ``None`` if this walk finds nothing."""
+    if depth > _MAX_DEPTH:
+        return f"nested deeper than {_MAX_DEPTH} levels"
+    at = f" (at {path})" if path else ""
+    if value is None or isinstance(value, bool | float | bytes | bytearray | memoryview):
+        return None
+    if isinstance(value, int):
+        return None if -(2**63) <= value < 2**64 else f"int {_short(value)} is out of range{at}"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"str {_short(value)} is not valid UTF-8{at}"
+        return None
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            if why := _offender(item, f"{path}[{i}]", depth + 1):
+                return why
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, tuple):  # packs as an array, which cannot be a key on arrival
+                return f"map key {_short(key)} is a tuple{at} (keys must be scalars)"
+            if why := _offender(key, f"{path} key {_short(key)}".lstrip(), depth + 1):
+                return why
+            if why := _offender(item, f"{path}[{_short(key)}]", depth + 1):
+                return why
+        return None
+    if isinstance(value, msgpack.ExtType | msgpack.Timestamp):
+        return None
+    return f"{type(value).__name__} is not serializable{at}"
 
 
 def _start_ref(start: Any) -> str:
@@ -103,14 +168,27 @@ class ChildSpec:
             ref = _start_ref(start)
         except InvalidSpec as exc:
             raise InvalidSpec(f"{id}: {exc}") from None
+        if kwargs and not all(isinstance(key, str) for key in kwargs):
+            raise InvalidSpec(f"{id}: kwargs keys must be strings (argument names)")
+        plain_args = tuple(args) if args else ()
+        plain_kwargs = dict(kwargs) if kwargs else _EMPTY
+        plain_metadata = dict(metadata) if metadata else _EMPTY
+        # What to_wire sends: each non-empty field is packed once (and unpacked) to be sure.
+        for name, value in (
+            ("args", plain_args),
+            ("kwargs", plain_kwargs),
+            ("metadata", plain_metadata),
+        ):
+            if value:
+                check_travels(value, f"ChildSpec {id!r}: {name}")
         s = object.__setattr__
         s(self, "id", id)
         s(self, "start", ref)
-        s(self, "args", tuple(args) if args else ())
-        s(self, "kwargs", dict(kwargs) if kwargs else _EMPTY)
+        s(self, "args", plain_args)
+        s(self, "kwargs", plain_kwargs)
         s(self, "restart", restart)
         s(self, "shutdown_timeout", float(shutdown_timeout))
-        s(self, "metadata", dict(metadata) if metadata else _EMPTY)
+        s(self, "metadata", plain_metadata)
         s(self, "max_restarts", max_restarts)
         s(self, "max_seconds", float(max_seconds))
 

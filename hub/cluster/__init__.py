@@ -1,8 +1,10 @@
-"""Cluster membership (SWIM + Lifeguard), its messages and their wire codec."""
+"""Cluster membership (SWIM + Lifeguard), its messages and their wire codec; the node that runs
+them (:class:`Node`) and its test facility for fault injection (:class:`Faults`)."""
 
 from __future__ import annotations
 
 from .codec import MAX_MESSAGE_BYTES, CodecError, decode, decode_envelope, encode, encode_envelope
+from .faults import Faults
 from .membership import (
     LAN,
     LOCAL,
@@ -16,6 +18,7 @@ from .membership import (
     Send,
 )
 from .messages import Address, NodeId, State
+from .node import Node
 
 __all__ = [
     "LAN",
@@ -25,10 +28,12 @@ __all__ = [
     "Address",
     "CodecError",
     "Config",
+    "Faults",
     "Member",
     "MemberEvent",
     "Membership",
     "NameConflict",
+    "Node",
     "NodeId",
     "Output",
     "Send",

@@ -1,7 +1,18 @@
 """Fault injection for tests: drop, delay and partition peer traffic. Off unless enabled.
 
-A :class:`Faults` object is consulted by the node's transport for every outgoing and incoming
-message. It never sends anything itself; it only says "drop this" or "wait this long first".
+A :class:`Faults` object given to a :class:`~hub.cluster.node.Node` applies to ALL traffic
+between that node and its peers: the membership messages of its HTTP transport and the frames of
+its hub links (:mod:`hub.cluster.links`) alike, so a partition in a test is a real partition.
+Each node consults its own object, on both sides of every hop:
+
+- outgoing: a message or frame to a blocked peer (partition, or a random drop) is silently lost
+  (a request then times out with its own timeout); :meth:`Faults.latency` is waited before it is
+  written (per link, in order);
+- incoming: a message or frame from a blocked peer is dropped on arrival;
+- a link cannot be opened across a partition (the dial fails, and the other side refuses it).
+
+It never sends anything itself; it only says "drop this" or "wait this long first". A node
+without one (``faults=None``, the default) pays a single ``is None`` check per message.
 """
 
 from __future__ import annotations
@@ -17,7 +28,8 @@ __all__ = ["Faults"]
 class Faults:
     """``drop``: probability in [0, 1] that a message is lost. ``delay``: a uniform random
     delay range in seconds. ``groups``: a partition; a peer is reachable only if it is in the
-    same group as this node (nodes listed in no group reach nobody but themselves)."""
+    same group as this node (nodes listed in no group reach nobody but themselves).
+    ``dropped`` counts the messages and frames lost so far."""
 
     drop: float = 0.0
     delay: tuple[float, float] = (0.0, 0.0)
@@ -43,18 +55,21 @@ class Faults:
         """Split the cluster into ``groups`` of node names; ``None`` heals it."""
         self.groups = None if groups is None else [frozenset(g) for g in groups]
 
+    def partitioned(self, me: str, peer: str) -> bool:
+        """Whether the partition separates ``me`` from ``peer`` (random drops aside)."""
+        if self.groups is None or peer == me:
+            return False
+        return peer not in next((g for g in self.groups if me in g), frozenset())
+
     def blocks(self, me: str, peer: str) -> bool:
-        """Whether a message between ``me`` and ``peer`` is lost (partition or random drop)."""
-        if self.groups is not None and peer != me:
-            mine = next((g for g in self.groups if me in g), frozenset())
-            if peer not in mine:
-                self.dropped += 1
-                return True
-        if self.drop and self.rng.random() < self.drop:
+        """Whether a message between ``me`` and ``peer`` is lost (partition or random drop);
+        a lost message is counted in :attr:`dropped`."""
+        if self.partitioned(me, peer) or (self.drop and self.rng.random() < self.drop):
             self.dropped += 1
             return True
         return False
 
     def latency(self) -> float:
+        """A delay to wait before sending a message, drawn from :attr:`delay`."""
         low, high = self.delay
         return low if low == high else self.rng.uniform(low, high)

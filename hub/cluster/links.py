@@ -14,6 +14,18 @@ batch, so a burst of casts costs one websocket message, not one each, and an idl
 delay. One-way frames are handled in order, one at a time (registry deltas rely on it); requests run
 concurrently, bounded per link. Every wait is bounded by the caller's timeout; a link that
 breaks fails its pending requests at once and is dialled again on the next send.
+
+A request whose handler fails, or whose reply cannot be sent (not msgpack data, or larger than
+:data:`MAX_FRAME_BYTES`), is answered with an error response, so the caller gets a
+:class:`RemoteError` (kind ``"CallFailed"`` for an unsendable reply), never a silent timeout.
+
+Fault injection (:class:`~hub.cluster.faults.Faults`, the node's ``faults``) applies to links
+too, as it does to membership traffic: a frame to or from a peer it blocks (partition or random
+drop) is silently lost on the way out (in the writer) or on arrival, so a request across a
+partition times out with its own timeout; the writer waits the injected latency before each write
+(per link, so order is kept); a link cannot be opened across a partition (the dial fails with
+:class:`LinkError`, and the served side refuses it). A link whose frames were lost stays usable:
+after a heal, traffic flows on it again. Without faults the cost is one ``is None`` check.
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ from aiohttp import web
 
 from ..errors import HubError, InvalidSpec, NotFound, Timeout, Unauthorized
 from .auth import H_NONCE, Authenticator
+from .faults import Faults
 from .messages import Address, NodeId
 
 __all__ = ["LINK_PATH", "MAX_FRAME_BYTES", "Handler", "LinkError", "Links", "RemoteError"]
@@ -41,6 +54,7 @@ LINK_PATH = "/processhub/v1/link"
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 ONEWAY, REQUEST, RESPONSE, BATCH = 0, 1, 2, 3
 MAX_OUTBOX = 10_000  # frames queued on one link before senders wait for the writer
+MAX_ERROR_CHARS = 4096  # an error response's message is cut to this length
 
 #: ``handler(peer, kind, payload)`` for one hub id: the return value answers a request.
 Handler = Callable[[NodeId, str, Any], Awaitable[Any]]
@@ -68,6 +82,21 @@ def _pack(frame: list[Any]) -> bytes:
     if len(data) > MAX_FRAME_BYTES:
         raise HubError(f"frame of {len(data)} bytes exceeds {MAX_FRAME_BYTES}")
     return data
+
+
+def _error_response(rid: int, kind: str, message: str) -> bytes:
+    """A response frame that reports an error (bounded, always encodable)."""
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[:MAX_ERROR_CHARS] + "..."
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates
+    return _pack([RESPONSE, rid, False, [kind, message]])
+
+
+def _remote_error(peer: str, detail: Any) -> RemoteError:
+    """The exception for an error response's ``[kind, message]`` (tolerating other shapes)."""
+    if isinstance(detail, list) and len(detail) == 2:
+        return RemoteError(peer, str(detail[0]), str(detail[1]))
+    return RemoteError(peer, "HubError", str(detail))
 
 
 def _batch(frames: list[bytes]) -> bytes:
@@ -139,6 +168,7 @@ class _Link:
                 raise LinkError(f"link to {self.peer.name} broke")
 
     async def _write(self) -> None:
+        owner = self.owner
         try:
             while True:
                 await self._queued.wait()
@@ -146,11 +176,34 @@ class _Link:
                 while self._outbox:
                     frames, self._outbox = self._outbox, []
                     self._drained.set()
+                    if owner.faults is not None:
+                        frames = await self._through(owner.faults, frames)
+                        if not frames:
+                            continue
                     await self.ws.send_bytes(frames[0] if len(frames) == 1 else _batch(frames))
         except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
             self.fail(f"send failed: {exc!r}")
+        except Exception as exc:  # a bug: never leave it in an unretrieved task exception
+            logger.exception("link to %s: writer failed", self.peer.name)
+            self.fail(f"send failed: {exc!r}")
         finally:
             self._drained.set()
+
+    async def _through(self, faults: Faults, frames: list[bytes]) -> list[bytes]:
+        """Fault injection on the way out: wait the latency, then lose what it blocks."""
+        latency = faults.latency()
+        if latency:
+            await asyncio.sleep(latency)
+        me, peer = self.owner.me.name, self.peer.name
+        kept = [frame for frame in frames if not faults.blocks(me, peer)]
+        if len(kept) < len(frames):
+            logger.debug(
+                "link %s->%s: fault injection dropped %d outgoing frame(s)",
+                me,
+                peer,
+                len(frames) - len(kept),
+            )
+        return kept
 
     async def _read(self) -> None:
         try:
@@ -162,8 +215,13 @@ class _Link:
                 except ValueError as exc:
                     logger.warning("link to %s: %s", self.peer.name, exc)
                     continue
+                faults = self.owner.faults
                 for frame in frames:
+                    if faults is not None and self.owner._lost(faults, self.peer.name):
+                        continue
                     self._on_frame(frame)
+        except Exception:  # a bug: never leave it in an unretrieved task exception
+            logger.exception("link to %s: reader failed", self.peer.name)
         finally:
             self.fail("closed by peer")
 
@@ -177,8 +235,7 @@ class _Link:
         if frame[2]:
             future.set_result(frame[3])
         else:
-            kind, message = [*frame[3], "HubError", ""][:2]
-            future.set_exception(RemoteError(self.peer.name, str(kind), str(message)))
+            future.set_exception(_remote_error(self.peer.name, frame[3]))
 
     def fail(self, why: str) -> None:
         if self.closed:
@@ -214,6 +271,7 @@ class Links:
         scheme: str = "http",
         connect_timeout: float = 2.0,
         max_concurrent_requests: int = 64,
+        faults: Faults | None = None,
     ) -> None:
         self._me = me
         self._resolve = resolve
@@ -228,10 +286,21 @@ class Links:
         self._served: set[web.WebSocketResponse] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = False
+        #: Fault injection for tests (the node's :class:`Faults`); ``None``: off.
+        self.faults = faults
 
     @property
     def me(self) -> NodeId:
         return self._me()
+
+    def _lost(self, faults: Faults, peer: str) -> bool:
+        """Whether fault injection loses an incoming frame from ``peer`` (logged)."""
+        if faults.blocks(self.me.name, peer):
+            logger.debug(
+                "link %s<-%s: fault injection dropped an incoming frame", self.me.name, peer
+            )
+            return True
+        return False
 
     def register(self, hub_id: str, handler: Handler) -> None:
         if hub_id in self._handlers:
@@ -280,6 +349,12 @@ class Links:
         node_id, address = target
         if link is not None and link.peer == node_id and not link.closed:
             return link
+        faults = self.faults
+        if faults is not None and faults.partitioned(self.me.name, peer):
+            logger.debug(
+                "link %s->%s: not dialled (fault injection: partitioned)", self.me.name, peer
+            )
+            raise LinkError(f"cannot link to {peer}: unreachable (fault injection: partitioned)")
         if link is not None:  # a new boot of that peer: the old link is stale
             await link.close()
         dialing = self._dialing.get(peer)
@@ -321,6 +396,11 @@ class Links:
             if not done.done():
                 done.set_exception(LinkError(f"cannot link to {peer}: {exc!r}"))
             done.exception()  # retrieved: the dialler may have given up waiting
+        except asyncio.CancelledError:  # the links are closing: release the waiters now
+            if not done.done():
+                done.set_exception(LinkError(f"cannot link to {peer}: links are closed"))
+                done.exception()
+            raise
         finally:
             self._dialing.pop(peer, None)
 
@@ -350,6 +430,10 @@ class Links:
             headers = self._auth.sign(me.name, me.boot_id, f"LINKED {signed.nonce}", b"")
         else:
             peer = NodeId(request.headers.get("X-Processhub-Sender", request.remote or "?"), "")
+        faults = self.faults
+        if faults is not None and faults.partitioned(me.name, peer.name):
+            logger.debug("link %s<-%s: refused (fault injection: partitioned)", me.name, peer.name)
+            return web.Response(status=503, text="unreachable (fault injection)")
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30.0)
         ws.headers.update(headers)
         await ws.prepare(request)
@@ -365,7 +449,10 @@ class Links:
                 except ValueError as exc:
                     logger.warning("link from %s: %s", peer.name, exc)
                     continue
+                faults = self.faults
                 for frame in frames:
+                    if faults is not None and self._lost(faults, peer.name):
+                        continue
                     await self._serve_frame(ws, peer, frame, slots, running)
         finally:
             for task in running:
@@ -404,25 +491,45 @@ class Links:
     async def _answer(
         self, ws: web.WebSocketResponse, peer: NodeId, frame: list[Any], slots: asyncio.Semaphore
     ) -> None:
+        """Run one request and send its response; nothing escapes this task."""
         try:
-            try:
-                reply = [
-                    RESPONSE,
-                    frame[1],
-                    True,
-                    await self._call(peer, frame[2], frame[3], frame[4]),
-                ]
-            except HubError as exc:
-                reply = [RESPONSE, frame[1], False, [type(exc).__name__, str(exc)]]
-            except Exception as exc:
-                logger.exception("handling %r from %s failed", frame[3], peer.name)
-                reply = [RESPONSE, frame[1], False, ["InternalError", repr(exc)]]
+            data = await self._reply(peer, frame)
+            faults = self.faults
+            if faults is not None:
+                latency = faults.latency()
+                if latency:
+                    await asyncio.sleep(latency)
+                if faults.blocks(self.me.name, peer.name):
+                    logger.debug(
+                        "link %s->%s: fault injection dropped a response", self.me.name, peer.name
+                    )
+                    return
             if not ws.closed:
-                await ws.send_bytes(_pack(reply))
-        except (ConnectionError, RuntimeError):
-            pass
+                await ws.send_bytes(data)
+        except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+            logger.debug("response to %r from %s not sent: %r", frame[3], peer.name, exc)
+        except Exception:  # a bug: never leave it in an unretrieved task exception
+            logger.exception("answering %r from %s failed", frame[3], peer.name)
         finally:
             slots.release()
+
+    async def _reply(self, peer: NodeId, frame: list[Any]) -> bytes:
+        """The encoded response to a request frame: its result, or an error response."""
+        rid, kind = frame[1], frame[3]
+        try:
+            result = await self._call(peer, frame[2], kind, frame[4])
+        except HubError as exc:
+            return _error_response(rid, type(exc).__name__, str(exc))
+        except Exception as exc:
+            logger.exception("handling %r from %s failed", kind, peer.name)
+            return _error_response(rid, "InternalError", repr(exc))
+        try:
+            return _pack([RESPONSE, rid, True, result])
+        except HubError as exc:  # not msgpack data, or larger than a frame may be
+            logger.warning("the reply to %r from %s could not be encoded: %s", kind, peer.name, exc)
+            return _error_response(
+                rid, "CallFailed", f"the reply to {kind!r} could not be encoded: {exc}"
+            )
 
     async def close(self) -> None:
         self.closed = True

@@ -7,6 +7,9 @@ cookie; without one it binds to loopback only. Bodies are msgpack (:mod:`hub.clu
 size-limited, strictly validated; bad input gets a 4xx answer and a log line, and the node keeps
 serving. Replies to a request (an ``Ack`` to a ``Ping``) travel in its HTTP response.
 
+``faults`` (a :class:`~hub.cluster.faults.Faults`, for tests) applies to all of the node's peer
+traffic: these membership messages and the frames of its hub links alike.
+
 The node tells subscribers (hubs) about members joining, leaving, failing and changing.
 """
 
@@ -99,7 +102,7 @@ class Node:
         self._server_ssl = ssl
         self._client_ssl = client_ssl
         self._meta: dict[str, Any] = dict(meta or {})
-        self.faults = faults
+        self._faults = faults
         self._rng = rng or random.Random()
         self._max_inflight = max_inflight
         self.boot_id = secrets.token_hex(8)
@@ -120,6 +123,7 @@ class Node:
             self.auth,
             self._client_session,
             scheme="https" if client_ssl else "http",
+            faults=faults,
         )
         self.stats = {
             "sent": 0,
@@ -136,6 +140,21 @@ class Node:
     @property
     def me(self) -> NodeId:
         return NodeId(self.name, self.boot_id)
+
+    @property
+    def running(self) -> bool:
+        """Whether the node is started and not stopping."""
+        return self._state == "running"
+
+    @property
+    def faults(self) -> Faults | None:
+        """Fault injection for tests, applied to membership traffic and hub links alike."""
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: Faults | None) -> None:
+        self._faults = faults
+        self.links.faults = faults
 
     @property
     def membership(self) -> Membership:
@@ -333,7 +352,7 @@ class Node:
     # -- the wire ------------------------------------------------------------------------------
 
     async def _send(self, send: Send) -> None:
-        faults = self.faults
+        faults = self._faults
         target_name = (
             send.target.name if send.target is not None else f"{send.to.host}:{send.to.port}"
         )
@@ -445,7 +464,7 @@ class Node:
                 sender.name,
             )
             return web.Response(status=401, text="sender does not match its signature")
-        if self.faults is not None and self.faults.blocks(self.name, sender.name):
+        if self._faults is not None and self._faults.blocks(self.name, sender.name):
             return web.Response(status=503, text="unreachable (fault injection)")
         loop = asyncio.get_running_loop()
         outputs = machine.receive(sender, address, message, loop.time())

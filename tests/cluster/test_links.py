@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from hub import NotFound, Timeout
-from hub.cluster.links import LinkError, RemoteError
+from hub import HubError, NotFound, Timeout
+from hub.cluster.links import MAX_ERROR_CHARS, MAX_FRAME_BYTES, LinkError, RemoteError
 from hub.cluster.messages import NodeId
 from hub.cluster.node import Node
 from tests.conftest import wait_until
@@ -112,3 +113,55 @@ async def test_pending_requests_fail_at_once_when_the_peer_goes_away(
     await b.stop(leave=False)
     with pytest.raises(LinkError):
         await call
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """What reaches the loop's exception handler ("Task exception was never retrieved"...)."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    yield errors
+    loop.set_exception_handler(previous)
+
+
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [
+        (object(), "can not serialize 'object' object"),
+        ({1, 2}, "can not serialize 'set' object"),
+        (b"x" * (MAX_FRAME_BYTES + 1), f"exceeds {MAX_FRAME_BYTES}"),
+    ],
+    ids=["object", "set", "too-large"],
+)
+async def test_a_reply_that_cannot_be_sent_is_answered_with_call_failed(
+    pair: tuple[Node, Node], loop_errors: list[dict[str, Any]], reply: Any, why: str
+) -> None:
+    a, b = pair
+
+    async def handler(peer: NodeId, kind: str, payload: Any) -> Any:
+        return reply if kind == "bad" else payload
+
+    b.links.register("h", handler)
+    with pytest.raises(RemoteError) as caught:
+        await a.links.request("b", "h", "bad", None, timeout=5)
+    assert caught.value.kind == "CallFailed"
+    assert "the reply to 'bad' could not be encoded" in caught.value.message
+    assert why in caught.value.message
+    assert await a.links.request("b", "h", "ok", [1], timeout=5) == [1]  # the link still works
+    gc.collect()  # an unretrieved task exception is reported when the task is collected
+    assert loop_errors == []
+
+
+async def test_an_error_response_carries_a_bounded_message(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+
+    async def handler(peer: NodeId, kind: str, payload: Any) -> Any:
+        raise HubError("x" * (10 * MAX_ERROR_CHARS))
+
+    b.links.register("h", handler)
+    with pytest.raises(RemoteError) as caught:
+        await a.links.request("b", "h", "x", None, timeout=5)
+    assert caught.value.kind == "HubError"
+    assert caught.value.message == "x" * MAX_ERROR_CHARS + "..."

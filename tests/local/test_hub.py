@@ -127,7 +127,7 @@ async def test_init_that_hangs_past_the_timeout_is_stopped_and_reported(make_hub
     res = await hub.start_children([ChildSpec("slow", procs.HangingInit)], timeout=0.05)
     assert isinstance(res.errors[0][1], Timeout)
     assert hub.lookup("slow") == []
-    assert hub._supervisor.get("slow") is None
+    assert hub.runtime.supervisor.get("slow") is None
 
 
 async def test_bad_requests_raise_before_anything_starts(make_hub: Any) -> None:
@@ -277,7 +277,7 @@ async def test_a_failing_static_child_fails_the_hub_start() -> None:
     with pytest.raises(StartFailed, match="bad init"):
         await hub.start()
     assert not hub.is_alive()
-    assert hub._supervisor.children == {}
+    assert hub.runtime.supervisor.children == {}
 
 
 async def test_stop_cancels_and_awaits_everything_the_hub_owns() -> None:

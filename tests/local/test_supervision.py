@@ -85,7 +85,7 @@ async def test_restart_policies_follow_erlang(
         assert len(recorder.of(Hook.PROCESS_STARTUPS)) == 2
     else:
         await wait_until(lambda: hub.lookup("c") == [])
-        await hub._events.flush()
+        await hub.runtime.events.flush()
         stopped = recorder.of(Hook.CHILD_STOPPED)
         if message == "exit":
             assert [(d.child_id, d.reason) for d in stopped] == [("c", "normal")]
@@ -100,7 +100,7 @@ async def test_a_process_can_stop_itself_normally(make_hub: Any, recorder: Recor
     with pytest.raises(CallFailed, match="exited"):
         await hub.call("c", "stop")
     await wait_until(lambda: hub.lookup("c") == [])
-    await hub._events.flush()
+    await hub.runtime.events.flush()
     assert [(d.child_id, d.reason) for d in recorder.of(Hook.CHILD_STOPPED)] == [("c", "normal")]
     assert procs.TERMINATED == [("c", "normal")]
 
@@ -115,7 +115,7 @@ async def test_restart_intensity_exhausted_buries_the_child_once(
         await hub.cast("c", "crash")
         await wait_until(lambda old=old: hub.get_pid("c") != old)  # restarted, or removed
     assert hub.lookup("c") == []
-    await hub._events.flush()
+    await hub.runtime.events.flush()
     assert [d.attempt for d in recorder.of(Hook.CHILD_CRASHED)] == [1, 2, 3]
     buried = recorder.of(Hook.CHILD_BURIED)
     assert [(d.child_id, d.attempts, str(d.error)) for d in buried] == [("c", 3, "crash")]
@@ -132,7 +132,7 @@ async def test_crashes_outside_the_window_do_not_count(make_hub: Any, recorder: 
         await hub.cast("c", "crash")
         await wait_until(lambda old=old: hub.get_pid("c") not in (None, old))
         await asyncio.sleep(0.02)  # let the crash leave the 10 ms window (what is tested)
-    await hub._events.flush()
+    await hub.runtime.events.flush()
     assert [d.attempt for d in recorder.of(Hook.CHILD_CRASHED)] == [1, 1, 1]
     assert recorder.of(Hook.CHILD_BURIED) == []
 
@@ -140,9 +140,9 @@ async def test_crashes_outside_the_window_do_not_count(make_hub: Any, recorder: 
 async def test_cancelling_a_child_task_counts_as_a_stop(make_hub: Any, recorder: Recorder) -> None:
     hub = await make_hub()
     await hub.start_child(ChildSpec("c", procs.idle))
-    hub._supervisor.get("c").task.cancel()
+    hub.runtime.supervisor.get("c").task.cancel()
     await wait_until(lambda: hub.lookup("c") == [])
-    await hub._events.flush()
+    await hub.runtime.events.flush()
     assert [(d.child_id, d.reason) for d in recorder.of(Hook.CHILD_STOPPED)] == [("c", "cancelled")]
 
 
@@ -172,7 +172,7 @@ async def test_a_message_is_not_lost_when_receive_is_cancelled_as_it_arrives() -
 async def test_calls_still_queued_fail_when_the_process_exits(make_hub: Any) -> None:
     hub = await make_hub()
     await hub.start_child(ChildSpec("e", procs.echo, restart="temporary"))
-    ctx = hub._supervisor.get("e").ctx
+    ctx = hub.runtime.supervisor.get("e").ctx
     loop = asyncio.get_running_loop()
     first: asyncio.Future[Any] = loop.create_future()
     queued: asyncio.Future[Any] = loop.create_future()
@@ -187,7 +187,7 @@ async def test_calls_still_queued_fail_when_the_process_exits(make_hub: Any) -> 
 
 async def test_stop_with_handover_returns_state_for_the_next_instance() -> None:
     async with Hub("h", node="n1", host=None) as hub:
-        sup = hub._supervisor
+        sup = hub.runtime.supervisor
         await hub.start_child(ChildSpec("c", procs.Counter, args=[1]))
         await hub.cast("c", {"by": 41})
         state = await sup.stop("c", "migrate", handover=True)

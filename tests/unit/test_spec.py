@@ -4,6 +4,7 @@ import msgpack
 import pytest
 
 from hub import Backoff, ChildSpec, InvalidSpec, Pid
+from hub.spec import check_travels
 from tests import procs
 
 
@@ -43,6 +44,77 @@ def test_from_wire_refuses_unknown_fields_and_non_maps() -> None:
         ChildSpec.from_wire([1, 2])
     with pytest.raises(InvalidSpec, match="malformed"):
         ChildSpec.from_wire({"id": "c"})
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"args": [object()]}, r"'c': args cannot travel between nodes \(msgpack\): object is not"),
+        ({"args": [1, {2, 3}]}, r"args cannot travel .*: set is not serializable \(at \[1\]\)"),
+        ({"kwargs": {"k": {1}}}, r"kwargs cannot travel .*: set is not serializable"),
+        ({"metadata": {"tags": {"x"}}}, r"metadata cannot travel .*: set is not serializable"),
+        ({"metadata": {"deep": [{"a": object()}]}}, r"object is not serializable \(at \['deep'\]"),
+        ({"metadata": {(1, 2): "v"}}, r"metadata cannot travel .*: map key \(1, 2\) is a tuple"),
+        ({"args": [2**64]}, r"args cannot travel .*: int .* is out of range"),
+        ({"args": ["\ud800"]}, r"args cannot travel .*: str .* is not valid UTF-8"),
+        ({"kwargs": {1: "v"}}, r"kwargs keys must be strings"),
+    ],
+    ids=[
+        "object-arg",
+        "set-arg",
+        "set-kwarg",
+        "set-metadata",
+        "nested-object",
+        "tuple-key",
+        "int-too-big",
+        "lone-surrogate",
+        "non-str-kwarg",
+    ],
+)
+def test_args_kwargs_and_metadata_that_cannot_travel_are_refused(
+    fields: dict, message: str
+) -> None:
+    with pytest.raises(InvalidSpec, match=message):
+        ChildSpec("c", "tests.procs:Counter", **fields)
+
+
+def test_values_that_travel_are_accepted_and_survive_the_wire() -> None:
+    spec = ChildSpec(
+        "c",
+        "tests.procs:Counter",
+        args=[(1, 2), b"raw", None, 2**63, -(2**63), 1.5, "\u00e9"],
+        kwargs={"start": 1},
+        metadata={"tags": ["x"], "nested": {"k": [True]}, 1: "int keys decode on the wire"},
+    )
+    wire = msgpack.unpackb(
+        msgpack.packb(spec.to_wire(), use_bin_type=True), raw=False, strict_map_key=False
+    )
+    back = ChildSpec.from_wire(wire)
+    assert back.args == ([1, 2], b"raw", None, 2**63, -(2**63), 1.5, "\u00e9")  # tuples: lists
+    assert back.kwargs == spec.kwargs
+    assert back.metadata == spec.metadata
+
+
+def test_replace_refuses_what_cannot_travel() -> None:
+    spec = ChildSpec("c", "m:f", args=[1])
+    with pytest.raises(InvalidSpec, match="args cannot travel"):
+        spec.replace(args=[{1}])
+    with pytest.raises(InvalidSpec, match="metadata cannot travel"):
+        spec.replace(metadata={"when": object()})
+
+
+def test_check_travels_names_what_and_why() -> None:
+    check_travels({"a": [1, "b", None]}, "metadata")
+    with pytest.raises(
+        InvalidSpec,
+        match=r"^start_children metadata cannot travel between nodes \(msgpack\): "
+        r"set is not serializable \(at \['a'\]\)$",
+    ):
+        check_travels({"a": set()}, "start_children metadata")
+    loop: list[object] = []
+    loop.append(loop)
+    with pytest.raises(InvalidSpec, match="nested deeper than"):
+        check_travels(loop, "args")
 
 
 def test_replace_validates() -> None:

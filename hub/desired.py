@@ -1,0 +1,207 @@
+"""Desired state: what should run in the cluster, replicated on every node. Pure, no I/O.
+
+A :class:`Record` says what a child id should be: its spec and start metadata, a per-child
+``epoch``, the node that wrote this version (``origin``) and a ``status``: ``LIVE`` (it should
+run), ``STOPPED`` (deliberately stopped: a tombstone) or ``BURIED`` (it exhausted its restart
+intensity). Every change of a child's desired state writes a record with a higher epoch.
+
+The :class:`DesiredTable` is a state-based CRDT: :meth:`DesiredTable.merge` keeps, per child,
+the record with the greatest ``(epoch, status, origin)``. That order is total, so merging is
+commutative, associative and idempotent: any two nodes that have seen the same records hold the
+same table, whatever the order and however often the records arrived. A tombstone outranks the
+live record it replaces (higher epoch), so a stale copy that reappears after a partition or a
+pause loses; a concurrent stop beats a concurrent start of the same epoch.
+
+Nothing here depends on which node runs a child. The table outlives any node: as long as one
+node that saw a record lives, the record lives, and the planner restarts the child.
+
+Anti-entropy: records fall into :data:`BUCKETS` buckets by a stable hash of the child id; each
+bucket keeps an XOR digest of its records' keys, updated incrementally. Two nodes compare the
+256 digests and exchange only the buckets that differ.
+
+Tombstones (``STOPPED`` and ``BURIED`` records) are kept ``tombstone_ttl`` seconds after they
+were written (wall-clock time of the writer, ``Record.at``), then collected by :meth:`collect`; a
+tombstone older than that which arrives again is ignored. A node partitioned away for longer
+than the TTL can therefore bring back a child that was stopped meanwhile; the default TTL (one
+hour) is far beyond any detection period.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any, Final, NamedTuple
+
+from .spec import ChildSpec
+
+__all__ = [
+    "BUCKETS",
+    "BURIED",
+    "LIVE",
+    "STOPPED",
+    "DesiredTable",
+    "Record",
+    "bucket_of",
+]
+
+LIVE: Final = 0
+STOPPED: Final = 1
+BURIED: Final = 2
+STATUS_NAMES: Final = ("live", "stopped", "buried")
+BUCKETS: Final = 256
+DEFAULT_TOMBSTONE_TTL: Final = 3600.0
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class Record(NamedTuple):
+    """One version of one child's desired state."""
+
+    spec: ChildSpec
+    metadata: Mapping[str, Any]
+    epoch: int
+    origin: str
+    status: int = LIVE
+    info: str = ""  # why it was stopped or buried
+    at: float = 0.0  # wall-clock seconds when written (tombstone expiry)
+
+    @property
+    def child_id(self) -> str:
+        return self.spec.id
+
+    @property
+    def live(self) -> bool:
+        return self.status == LIVE
+
+    def key(self) -> tuple[int, int, str]:
+        """The merge order: the greatest key wins."""
+        return (self.epoch, self.status, self.origin)
+
+    def successor(self, origin: str, status: int, info: str = "", at: float = 0.0) -> Record:
+        """The next version of this child's desired state, written by ``origin``."""
+        return Record(self.spec, self.metadata, self.epoch + 1, origin, status, info, at)
+
+    def to_wire(self) -> list[Any]:
+        meta = dict(self.metadata) if self.metadata else None
+        return [self.spec.to_wire(), meta, self.epoch, self.origin, self.status, self.info, self.at]
+
+    @classmethod
+    def from_wire(cls, data: Any) -> Record:
+        if not isinstance(data, list) or len(data) != 7:
+            raise ValueError("malformed desired record")
+        spec, meta, epoch, origin, status, info, at = data
+        if meta is not None and not isinstance(meta, dict):
+            raise ValueError("malformed desired record metadata")
+        if type(epoch) is not int or epoch < 1 or not isinstance(origin, str):
+            raise ValueError("malformed desired record epoch or origin")
+        if status not in (LIVE, STOPPED, BURIED) or not isinstance(info, str):
+            raise ValueError("malformed desired record status")
+        if not isinstance(at, int | float):
+            raise ValueError("malformed desired record time")
+        metadata = MappingProxyType(meta) if meta else _EMPTY
+        return cls(ChildSpec.from_wire(spec), metadata, epoch, origin, status, info, float(at))
+
+
+def bucket_of(child_id: str) -> int:
+    """The anti-entropy bucket of a child id (stable across processes and machines)."""
+    return zlib.crc32(child_id.encode()) % BUCKETS
+
+
+def _fingerprint(record: Record) -> int:
+    raw = f"{record.spec.id}\x00{record.epoch}\x00{record.status}\x00{record.origin}".encode()
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
+
+
+class DesiredTable:
+    """Every child's current desired record, with per-bucket digests."""
+
+    def __init__(self, *, tombstone_ttl: float = DEFAULT_TOMBSTONE_TTL) -> None:
+        if not tombstone_ttl > 0:
+            raise ValueError("tombstone_ttl must be positive")
+        self.tombstone_ttl = tombstone_ttl
+        self._records: dict[str, Record] = {}
+        self._digests = [0] * BUCKETS
+        self._tombstones: dict[str, float] = {}  # child id -> written at (insertion ~ time order)
+        self.live_count = 0
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __contains__(self, child_id: object) -> bool:
+        return child_id in self._records
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(list(self._records.values()))
+
+    def get(self, child_id: str) -> Record | None:
+        return self._records.get(child_id)
+
+    def live(self, child_id: str) -> Record | None:
+        """The record of ``child_id`` if it should run, else ``None``."""
+        record = self._records.get(child_id)
+        return record if record is not None and record.status == LIVE else None
+
+    def ids(self) -> list[str]:
+        return list(self._records)
+
+    def merge(self, record: Record, now: float | None = None) -> bool:
+        """Keep ``record`` if it outranks what is known of its child. Returns whether the
+        table changed. A tombstone already past its TTL at ``now`` (wall clock) is ignored."""
+        cid = record.spec.id
+        old = self._records.get(cid)
+        if old is not None and record.key() <= old.key():
+            return False
+        if (
+            record.status != LIVE
+            and now is not None
+            and record.at + self.tombstone_ttl < now
+            and old is None
+        ):
+            return False
+        bucket = bucket_of(cid)
+        if old is not None:
+            self._digests[bucket] ^= _fingerprint(old)
+            if old.status == LIVE:
+                self.live_count -= 1
+            else:
+                self._tombstones.pop(cid, None)
+        self._digests[bucket] ^= _fingerprint(record)
+        self._records[cid] = record
+        if record.status == LIVE:
+            self.live_count += 1
+        else:
+            self._tombstones[cid] = record.at
+        return True
+
+    def collect(self, now: float) -> list[str]:
+        """Forget tombstones written more than ``tombstone_ttl`` before ``now`` (wall clock).
+        Returns the collected ids."""
+        limit = now - self.tombstone_ttl
+        gone = [cid for cid, at in self._tombstones.items() if at < limit]
+        for cid in gone:
+            record = self._records.pop(cid)
+            self._digests[bucket_of(cid)] ^= _fingerprint(record)
+            del self._tombstones[cid]
+        return gone
+
+    # -- anti-entropy --------------------------------------------------------------------------
+
+    def digests(self) -> list[int]:
+        """One digest per bucket: equal digests, (almost surely) equal buckets."""
+        return list(self._digests)
+
+    def digest(self) -> int:
+        """One number for the whole table."""
+        out = 0
+        for i, d in enumerate(self._digests):
+            out ^= (d * (2 * i + 1)) & 0xFFFF_FFFF_FFFF_FFFF
+        return out
+
+    def differing(self, digests: Iterable[int]) -> list[int]:
+        """The buckets whose digest differs from ``digests`` (a peer's)."""
+        return [i for i, (a, b) in enumerate(zip(self._digests, digests, strict=False)) if a != b]
+
+    def bucket_records(self, buckets: Iterable[int]) -> list[Record]:
+        wanted = set(buckets)
+        return [r for cid, r in self._records.items() if bucket_of(cid) in wanted]

@@ -1,0 +1,312 @@
+"""The redistribution planner. PURE: no I/O, no clock reads, no randomness.
+
+From this node's view of the hub's members, the desired state (:mod:`hub.desired`), where the
+registry says children run, what runs here, the operations in flight and the current time, the
+planner returns typed actions for the shell (:mod:`hub.coordinator`) to execute. The shell feeds
+the results back as new inputs and plans again. The same inputs give the same actions, and a
+plan whose actions were applied plans nothing new (idempotence), so planning can run after every
+event and on a timer without harm.
+
+Rules, per child that should run (a ``LIVE`` record), with ``owners`` its placement over the
+live, non-draining members (primary first, ``replication_factor`` of them) and ``copies`` the
+live nodes that run it:
+
+* a local copy on an owner stays;
+* a local copy on a non-owner moves to an owner that lacks a copy; if every owner has one it
+  is surplus and stops (``CHILD_CONFLICT``: the winner is the primary owner). Several
+  non-owner copies share the missing owners in node-name order, the rest stop;
+* an owner without a copy starts one when no copy runs anywhere live (failover, after a
+  death, a failed move, a lost start) or, under replication, when a replica is missing and no
+  non-owner copy is left to move in; it waits while a peer's registry is not yet synced (the
+  child may run there), while a move toward it is announced, and during the restart backoff
+  after a failed start; past the child's restart intensity it buries the child instead;
+* a local copy whose record is stopped, buried, or newer than the copy (the child was
+  stopped and started again elsewhere) stops.
+
+A draining node is live (it answers messages and its copies count) but owns nothing, so its
+children move away and nothing is placed on it. While the hub is locked (quorum lost) the
+planner starts and moves nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple, Protocol
+
+from .desired import LIVE, Record
+
+__all__ = [
+    "Action",
+    "Bury",
+    "Conflict",
+    "Failures",
+    "LocalChild",
+    "Move",
+    "Plan",
+    "Planner",
+    "Start",
+    "Stop",
+    "View",
+    "start_target",
+    "synchronized",
+]
+
+Mode = Literal["active", "passive"]
+
+
+# -- inputs --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """This node's view of the hub's membership."""
+
+    me: str
+    live: frozenset[str]  # the hub's live members, this node included
+    draining: frozenset[str] = frozenset()  # live members that own nothing (drain, leave)
+    unsynced: frozenset[str] = frozenset()  # live peers whose registry partition is not current
+    locked: bool = False  # quorum lost: start and move nothing
+
+
+class LocalChild(NamedTuple):
+    """A child the local supervisor holds."""
+
+    epoch: int
+    state: str  # "starting" | "running" | "restarting" | "stopping"
+
+
+class Failures(NamedTuple):
+    """Failed starts of one child on this node (the shell counts them)."""
+
+    attempts: int  # within the child's ``max_seconds``
+    retry_at: float  # not before this time
+    error: str
+
+
+class DesiredView(Protocol):
+    def get(self, child_id: str) -> Record | None: ...
+
+
+class RunningView(Protocol):
+    def running_on(self, child_id: str) -> Sequence[tuple[str, int]]:
+        """``(node, epoch)`` of every node whose registry partition lists the child."""
+        ...
+
+
+Placement = Callable[[str], Sequence[str]]
+
+
+# -- actions -------------------------------------------------------------------------------------
+
+
+class Start(NamedTuple):
+    """Start ``record``'s child here from its spec."""
+
+    child_id: str
+    record: Record
+    reason: Literal["failover", "replica"]
+    mode: Mode = "active"
+
+
+class Stop(NamedTuple):
+    """Stop the local copy."""
+
+    child_id: str
+    reason: Literal["stopped", "stale", "conflict"]
+
+
+class Move(NamedTuple):
+    """Move the local copy to ``target`` (hot: start there first and hand the state over)."""
+
+    child_id: str
+    target: str
+    hot: bool
+
+
+class Conflict(NamedTuple):
+    """A surplus copy was found: ``loser``'s copy stops in favour of ``winner``'s."""
+
+    child_id: str
+    winner: str
+    loser: str
+
+
+class Bury(NamedTuple):
+    """Give up on ``record``'s child: it failed to start ``attempts`` times."""
+
+    child_id: str
+    record: Record
+    attempts: int
+    error: str
+
+
+Action = Start | Stop | Move | Conflict | Bury
+
+
+@dataclass(slots=True)
+class Plan:
+    actions: list[Action] = field(default_factory=list)
+    #: live children that run on no live node and that this plan did not start: the shell
+    #: plans them again on the next change (their owner may be a node not yet detected dead).
+    orphans: list[str] = field(default_factory=list)
+    #: the earliest time a decision deferred by this plan is due (a backoff, a deadline).
+    wake_at: float | None = None
+
+    def _wake(self, at: float) -> None:
+        if self.wake_at is None or at < self.wake_at:
+            self.wake_at = at
+
+
+# -- the planner ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Planner:
+    """Settings of the planning rules (from the hub's strategies)."""
+
+    replication_factor: int = 1
+    hot_moves: bool = False
+    replica_mode: Mode = "active"
+
+    def plan(
+        self,
+        view: View,
+        owners_of: Placement,
+        desired: DesiredView,
+        running: RunningView,
+        local: Mapping[str, LocalChild],
+        candidates: Iterable[str],
+        *,
+        busy: Mapping[str, float] | None = None,
+        incoming: Mapping[str, float] | None = None,
+        failures: Mapping[str, Failures] | None = None,
+        now: float = 0.0,
+    ) -> Plan:
+        """Actions for the ``candidates`` (child ids; the shell passes those whose inputs
+        changed, or all of them). ``busy``: children with an operation of this node in flight
+        (until a deadline: past it they are planned again); ``incoming``: children announced to
+        be moving here (until a deadline); ``failures``: failed starts here."""
+        plan = Plan()
+        busy = busy or {}
+        incoming = incoming or {}
+        failures = failures or {}
+        me = view.me
+        live = view.live
+        for cid in dict.fromkeys(candidates):
+            until = busy.get(cid)
+            if until is not None and until > now:
+                plan._wake(until)
+                continue
+            record = desired.get(cid)
+            mine = local.get(cid)
+            if mine is not None and mine.state == "stopping":
+                continue
+            if record is None:
+                continue  # never known here: nothing to decide (the shell records local starts)
+            if record.status != LIVE:
+                if mine is not None:
+                    plan.actions.append(Stop(cid, "stopped"))
+                continue
+            if mine is not None and mine.epoch < record.epoch:
+                plan.actions.append(Stop(cid, "stale"))
+                continue
+            copies = sorted(
+                n for n, epoch in running.running_on(cid) if n != me and n in live and epoch >= 0
+            )
+            if mine is not None:
+                copies = sorted([*copies, me])
+            owners = list(owners_of(cid))
+            if not owners:
+                continue  # nowhere to place it (every live node drains): leave it where it is
+            if mine is not None:
+                if me not in owners and not view.locked:
+                    self._relocate(plan, cid, me, owners, copies, view)
+                continue
+            if me not in owners or view.locked:
+                if not copies:
+                    plan.orphans.append(cid)
+                continue
+            self._maybe_start(plan, cid, record, me, owners, copies, view, incoming, failures, now)
+        return plan
+
+    def _relocate(
+        self,
+        plan: Plan,
+        cid: str,
+        me: str,
+        owners: list[str],
+        copies: list[str],
+        view: View,
+    ) -> None:
+        """The local copy is not on an owner: move it to a missing owner, or stop it."""
+        missing = [o for o in owners if o not in copies]
+        strays = [n for n in copies if n not in owners]  # me among them
+        rank = strays.index(me)
+        if rank < len(missing):
+            target = missing[rank]
+            if target in view.unsynced:
+                return  # it may run there already: decide once its registry is known
+            plan.actions.append(Move(cid, target, self.hot_moves))
+            return
+        holders = [o for o in owners if o in copies]
+        winner = holders[0] if holders else strays[0]
+        plan.actions.append(Conflict(cid, winner, me))
+        plan.actions.append(Stop(cid, "conflict"))
+
+    def _maybe_start(
+        self,
+        plan: Plan,
+        cid: str,
+        record: Record,
+        me: str,
+        owners: list[str],
+        copies: list[str],
+        view: View,
+        incoming: Mapping[str, float],
+        failures: Mapping[str, Failures],
+        now: float,
+    ) -> None:
+        """This node owns the child and runs no copy of it."""
+        if copies:
+            strays = [n for n in copies if n not in owners]
+            on_owners = len(copies) - len(strays)
+            if strays or on_owners >= len(owners):
+                return  # a stray copy moves in, or every owner has one
+            reason: Literal["failover", "replica"] = "replica"
+        else:
+            reason = "failover"
+        if view.unsynced:
+            if not copies:
+                plan.orphans.append(cid)
+            return  # a peer whose registry is not known yet may run it
+        until = incoming.get(cid)
+        if until is not None and until > now:
+            plan._wake(until)
+            return
+        failed = failures.get(cid)
+        if failed is not None:
+            if failed.attempts > record.spec.max_restarts:
+                plan.actions.append(Bury(cid, record, failed.attempts, failed.error))
+                return
+            if failed.retry_at > now:
+                plan._wake(failed.retry_at)
+                if not copies:
+                    plan.orphans.append(cid)
+                return
+        mode: Mode = "active" if owners[0] == me else self.replica_mode
+        plan.actions.append(Start(cid, record, reason, mode))
+
+
+def start_target(me: str, owners: Sequence[str], hops: int, max_hops: int) -> str:
+    """Where a start request received here goes: this node if it owns the child (or the
+    request was forwarded ``max_hops`` times already: better placed here than bounced), else
+    the primary owner."""
+    if not owners or me in owners or hops >= max_hops:
+        return me
+    return owners[0]
+
+
+def synchronized(own: object, peers: Mapping[str, object], live: Iterable[str], me: str) -> bool:
+    """Whether every live peer reported the same registry digest as this node's."""
+    return all(n == me or peers.get(n) == own for n in live)
