@@ -1235,7 +1235,8 @@ class Coordinator:
         if kind == "get_snapshot":  # the CLI's read of this node's partition
             local = self.registry.local
             entries = [
-                [e.spec.to_wire(), e.pid.to_wire(), dict(e.metadata)] for e in local.entries.values()
+                [e.spec.to_wire(), e.pid.to_wire(), dict(e.metadata)]
+                for e in local.entries.values()
             ]
             return [local.node, local.boot_id, local.version, entries]
         if kind == "state":

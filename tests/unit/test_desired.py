@@ -1,0 +1,87 @@
+"""The desired-state CRDT: merge order, tombstones, digests."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from hub.desired import BUCKETS, BURIED, LIVE, STOPPED, DesiredTable, Record
+from hub.spec import ChildSpec
+
+
+def rec(cid: str, epoch: int, origin: str = "a", status: int = LIVE, at: float = 0.0) -> Record:
+    return Record(ChildSpec(cid, "tests.procs:Counter"), {}, epoch, origin, status, "", at)
+
+
+def test_the_greatest_epoch_status_origin_wins_in_any_order() -> None:
+    records = [
+        rec("c", 1, "a"),
+        rec("c", 1, "b"),
+        rec("c", 2, "a", STOPPED),
+        rec("c", 2, "b", LIVE),
+        rec("c", 2, "a", BURIED),
+    ]
+    winners = []
+    for seed in range(30):
+        shuffled = records[:]
+        random.Random(seed).shuffle(shuffled)
+        t = DesiredTable()
+        for r in shuffled + shuffled:  # twice: idempotent
+            t.merge(r)
+        winners.append(t.get("c"))
+    assert all(w == rec("c", 2, "a", BURIED) for w in winners)
+
+
+def test_a_stop_beats_the_start_it_replaces_and_a_stale_start_cannot_undo_it() -> None:
+    t = DesiredTable()
+    start = rec("c", 1)
+    assert t.merge(start)
+    assert t.merge(start.successor("b", STOPPED))
+    assert not t.merge(start)  # a copy of the old start reappearing after a partition
+    assert t.live("c") is None
+    assert t.live_count == 0
+
+
+def test_equal_tables_have_equal_digests_and_differences_are_found_by_bucket() -> None:
+    one, two = DesiredTable(), DesiredTable()
+    for i in range(300):
+        one.merge(rec(f"c{i}", 1))
+    for i in reversed(range(300)):
+        two.merge(rec(f"c{i}", 1))
+    assert one.digests() == two.digests()
+    assert one.digest() == two.digest()
+    two.merge(rec("c7", 2, "b", STOPPED))
+    buckets = one.differing(two.digests())
+    assert len(buckets) == 1
+    assert {r.child_id for r in two.bucket_records(buckets)} >= {"c7"}
+    for r in two.bucket_records(buckets):
+        one.merge(r)
+    assert one.digests() == two.digests()
+    assert len(one.digests()) == BUCKETS
+
+
+def test_tombstones_expire_and_expired_ones_are_not_learned_again() -> None:
+    t = DesiredTable(tombstone_ttl=10.0)
+    t.merge(rec("c", 1))
+    t.merge(rec("c", 2, status=STOPPED, at=100.0))
+    assert t.collect(105.0) == []
+    assert t.collect(111.0) == ["c"]
+    assert "c" not in t
+    assert t.digests() == DesiredTable().digests()
+    assert not t.merge(rec("c", 2, status=STOPPED, at=100.0), now=120.0)
+
+
+def test_records_survive_the_wire() -> None:
+    original = Record(
+        ChildSpec("c", "tests.procs:Counter", args=[1]),
+        {"tag": "x"},
+        3,
+        "n1",
+        BURIED,
+        "2:boom",
+        5.0,
+    )
+    assert Record.from_wire(original.to_wire()) == original
+    with pytest.raises(ValueError, match="malformed"):
+        Record.from_wire([1, 2, 3])
