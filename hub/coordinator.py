@@ -92,6 +92,7 @@ logger = logging.getLogger(__name__)
 MAX_HOPS = 2  # a start request is forwarded at most this often, then starts where it is
 CHUNK = 2_000  # registry ops or snapshot entries per frame
 MIGRATION_BATCH = 500
+START_BATCH = 5_000  # records in one start request (bounded frames)
 MOVE_WINDOW = 5.0  # seconds a node waits for a child announced to be moving to it
 LEAVE_TIMEOUT = 30.0  # at most this long to hand children off before leaving
 FLUSH_TIMEOUT = 2.0  # at most this long for peers to acknowledge the final registry state
@@ -194,6 +195,7 @@ class Coordinator:
         self._crash_times: dict[str, deque[float]] = {}
         self._expected: set[str] = set()  # local removals this node asked for
         self._wake = asyncio.Event()
+        self._expire_at = 0.0
         self._full = True
         self._moving = asyncio.Semaphore(max(1, self.migration.max_concurrent))
         # registry sync state
@@ -458,12 +460,8 @@ class Coordinator:
 
     # -- planning ------------------------------------------------------------------------------
 
-    def _local_view(self) -> dict[str, LocalChild]:
-        runtime = self.runtime
-        return {
-            cid: LocalChild(runtime.epoch(cid), child.state)
-            for cid, child in runtime.children().items()
-        }
+    def _local_view(self) -> _LocalView:
+        return _LocalView(self.runtime)
 
     async def _planning(self) -> None:
         loop = asyncio.get_running_loop()
@@ -488,10 +486,12 @@ class Coordinator:
         else:
             candidates, self._dirty = self._dirty, set()
         now = loop.time()
-        for table in (self._busy, self._incoming):
-            for cid in [c for c, t in table.items() if t <= now]:
-                del table[cid]
-                self._dirty.add(cid)
+        if now >= self._expire_at:  # deadlines of operations in flight: at most twice a second
+            self._expire_at = now + 0.5
+            for deadlines in (self._busy, self._incoming):
+                for cid in [c for c, t in deadlines.items() if t <= now]:
+                    del deadlines[cid]
+                    self._dirty.add(cid)
         plan = self.planner.plan(
             self.view(),
             self.owners,
@@ -690,7 +690,13 @@ class Coordinator:
             else:
                 outcomes.extend(await self.start_remote(target, records, timeout, "start"))
 
-        await asyncio.gather(*(start_on(t, rs) for t, rs in groups.items()))
+        await asyncio.gather(
+            *(
+                start_on(target, records[i : i + START_BATCH])
+                for target, records in groups.items()
+                for i in range(0, len(records), START_BATCH)
+            )
+        )
         where: dict[str, list[tuple[str, Pid]]] = {}
         failed: dict[str, HubError] = {}
         for cid, outcome in outcomes:
@@ -951,7 +957,12 @@ class Coordinator:
     async def publish(self, registry: Any) -> None:
         local = registry.local
         delta = local.changes_since(self._published)
-        records = [r.to_wire() for r in self._outgoing.values()]
+        carried = {  # records that travel with their registry entry need no frame of their own
+            cid: entry.epoch
+            for cid, entry in (delta.ops if delta is not None else ())
+            if not isinstance(entry, str)
+        }
+        records = [r.to_wire() for cid, r in self._outgoing.items() if carried.get(cid) != r.epoch]
         self._outgoing.clear()
         peers = list(self.members)
         if delta is None:
@@ -1234,11 +1245,11 @@ class Coordinator:
             return None
         if kind == "get_snapshot":  # the CLI's read of this node's partition
             local = self.registry.local
-            entries = [
+            listing = [
                 [e.spec.to_wire(), e.pid.to_wire(), dict(e.metadata)]
                 for e in local.entries.values()
             ]
-            return [local.node, local.boot_id, local.version, entries]
+            return [local.node, local.boot_id, local.version, listing]
         if kind == "state":
             await self._on_state(peer, payload)
             return None
@@ -1313,3 +1324,18 @@ def _state_wire(state: tuple[Any, int]) -> list[Any]:
 def _state_from_wire(data: Any) -> tuple[Any, int]:
     versions, digest = data
     return (tuple(tuple(v) for v in versions), int(digest))
+
+
+class _LocalView:
+    """The local children as the planner reads them (built per child on demand)."""
+
+    __slots__ = ("_runtime",)
+
+    def __init__(self, runtime: LocalRuntime) -> None:
+        self._runtime = runtime
+
+    def get(self, child_id: str) -> LocalChild | None:
+        child = self._runtime.get(child_id)
+        if child is None:
+            return None
+        return LocalChild(self._runtime.epoch(child_id), child.state)

@@ -88,6 +88,10 @@ class DesiredView(Protocol):
     def get(self, child_id: str) -> Record | None: ...
 
 
+class LocalView(Protocol):
+    def get(self, child_id: str) -> LocalChild | None: ...
+
+
 class RunningView(Protocol):
     def running_on(self, child_id: str) -> Sequence[tuple[str, int]]:
         """``(node, epoch)`` of every node whose registry partition lists the child."""
@@ -175,7 +179,7 @@ class Planner:
         owners_of: Placement,
         desired: DesiredView,
         running: RunningView,
-        local: Mapping[str, LocalChild],
+        local: LocalView | Mapping[str, LocalChild],
         candidates: Iterable[str],
         *,
         busy: Mapping[str, float] | None = None,

@@ -10,9 +10,11 @@ later on some peer.
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import math
 import reprlib
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -38,6 +40,8 @@ _POLICIES = frozenset(("permanent", "transient", "temporary"))
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 MAX_CHILD_ID_LENGTH = 512
 _MAX_DEPTH = 511  # msgpack's default nesting limit when packing
+#: Set while :meth:`ChildSpec.from_wire` builds a spec: data that arrived as msgpack travels.
+_FROM_WIRE: contextvars.ContextVar[bool] = contextvars.ContextVar("from_wire", default=False)
 
 
 def check_travels(value: Any, what: str) -> None:
@@ -174,16 +178,17 @@ class ChildSpec:
         plain_kwargs = dict(kwargs) if kwargs else _EMPTY
         plain_metadata = dict(metadata) if metadata else _EMPTY
         # What to_wire sends: each non-empty field is packed once (and unpacked) to be sure.
-        for name, value in (
-            ("args", plain_args),
-            ("kwargs", plain_kwargs),
-            ("metadata", plain_metadata),
-        ):
-            if value:
-                check_travels(value, f"ChildSpec {id!r}: {name}")
+        if not _FROM_WIRE.get():
+            for name, value in (
+                ("args", plain_args),
+                ("kwargs", plain_kwargs),
+                ("metadata", plain_metadata),
+            ):
+                if value:
+                    check_travels(value, f"ChildSpec {id!r}: {name}")
         s = object.__setattr__
         s(self, "id", id)
-        s(self, "start", ref)
+        s(self, "start", sys.intern(ref))  # one string for the many specs of one kind
         s(self, "args", plain_args)
         s(self, "kwargs", plain_kwargs)
         s(self, "restart", restart)
@@ -232,10 +237,13 @@ class ChildSpec:
         unknown = set(data) - set(cls.__slots__)
         if unknown:
             raise InvalidSpec(f"child spec has unknown fields {sorted(unknown)}")
+        token = _FROM_WIRE.set(True)
         try:
             return cls(**data)
         except TypeError as exc:
             raise InvalidSpec(f"malformed child spec: {exc}") from None
+        finally:
+            _FROM_WIRE.reset(token)
 
 
 def _plain(value: Any) -> Any:
