@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -42,7 +41,6 @@ from .cluster.node import Node, NodeEvent
 from .desired import BURIED, LIVE, STOPPED, DesiredTable, Record
 from .errors import (
     AlreadyStarted,
-    CallFailed,
     HubError,
     InvalidSpec,
     NodeUnreachable,
@@ -84,8 +82,18 @@ from .process import Call
 from .registry import Change, Delta, Entry, Snapshot
 from .spec import ChildSpec
 from .supervisor import Backoff, RemovalKind
+from .wire import (
+    delta_to_wire,
+    entry_from_wire,
+    error_from_wire,
+    error_to_wire,
+    pid_from_wire,
+    record_from_wire,
+    state_from_wire,
+    state_to_wire,
+)
 
-__all__ = ["MAX_HOPS", "Coordinator", "error_from_wire", "error_to_wire"]
+__all__ = ["MAX_HOPS", "Coordinator"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,51 +106,6 @@ LEAVE_TIMEOUT = 30.0  # at most this long to hand children off before leaving
 FLUSH_TIMEOUT = 2.0  # at most this long for peers to acknowledge the final registry state
 SYNC_INTERVAL = 0.1  # anti-entropy period while a topology change is not yet synchronized
 MAX_SNAPSHOT_PARTS = 10_000
-
-
-def error_to_wire(exc: HubError) -> list[Any]:
-    return [type(exc).__name__, str(exc)]
-
-
-def error_from_wire(target: Any, kind: str, message: str) -> HubError:
-    """The local exception for an error (type name ``kind``) that a peer reported about
-    ``target``: start and stop results, and the errors of remote requests."""
-    if kind == "NotFound":
-        return NotFound(target)
-    if kind == "AlreadyStarted":
-        return AlreadyStarted(target, message)
-    if kind == "StartFailed":
-        return StartFailed(target, message)
-    if kind == "NotDelivered":
-        return NotDelivered(target, message)
-    if kind == "CallFailed":
-        return CallFailed(target, message)
-    if kind in ("Timeout", "NodeUnreachable"):
-        return Timeout(message)
-    if kind == "InvalidSpec":
-        return InvalidSpec(message)
-    return HubError(message)
-
-
-# -- wire formats (msgpack data) -----------------------------------------------------------------
-
-
-def _pid_from_wire(data: Any) -> Pid:
-    pid = Pid.from_wire(data)
-    return Pid(sys.intern(pid.node), sys.intern(pid.boot_id), pid.local_id)
-
-
-def _record_from_wire(data: Any) -> Record:
-    record = Record.from_wire(data)
-    return record._replace(origin=sys.intern(record.origin))
-
-
-def _delta_to_wire(delta: Delta, record_of: Any) -> list[Any]:
-    ops = [
-        [cid, entry if isinstance(entry, str) else [entry.pid.to_wire(), record_of(entry)]]
-        for cid, entry in delta.ops
-    ]
-    return [delta.node, delta.boot_id, delta.base, delta.version, ops]
 
 
 class Coordinator:
@@ -427,7 +390,7 @@ class Coordinator:
             where = [n for n, _ in self.running_on(spec.id)]
             return AlreadyStarted(spec.id, ", ".join(where) or "starting")
         epoch = old.epoch + 1 if old is not None else 1
-        return Record(spec, metadata, epoch, self.node, LIVE, "", time.time())
+        return Record(spec, metadata, epoch, self.node, LIVE)
 
     def buried(self) -> list[tuple[Record, int, str]]:
         """Buried records: ``(record, attempts, error)``."""
@@ -811,7 +774,7 @@ class Coordinator:
         for item in reply:
             cid, status, *rest = item
             results.append(
-                (cid, _pid_from_wire(rest[0]) if status == "ok" else error_from_wire(cid, *rest))
+                (cid, pid_from_wire(rest[0]) if status == "ok" else error_from_wire(cid, *rest))
             )
         return results
 
@@ -875,7 +838,7 @@ class Coordinator:
 
     async def _serve_stop(self, payload: Any) -> list[Any]:
         ids, reason, wire = payload
-        self._learn(_record_from_wire(r) for r in wire)
+        self._learn(record_from_wire(r) for r in wire)
         self._expected.update(ids)
         try:
             result = await self.runtime.stop(list(ids), reason)
@@ -982,7 +945,7 @@ class Coordinator:
                     delta.base + min(len(delta.ops), i + CHUNK),
                     delta.ops[i : i + CHUNK],
                 )
-                frames.append(("delta", _delta_to_wire(part, self._record_wire)))
+                frames.append(("delta", delta_to_wire(part, self._record_wire)))
         snapshot_frames = self._snapshot_frames() if behind else []
         self._published = local.version
 
@@ -1091,16 +1054,9 @@ class Coordinator:
         self._wake.set()
 
     def _entries_from_wire(self, items: Iterable[Any]) -> list[Entry]:
-        entries = []
-        records = []
-        for pid_wire, record_wire in items:
-            record = _record_from_wire(record_wire)
-            records.append(record)
-            entries.append(
-                Entry(record.spec, _pid_from_wire(pid_wire), record.metadata, record.epoch)
-            )
-        self._learn(records)
-        return entries
+        decoded = [entry_from_wire(item, self.desired.get) for item in items]
+        self._learn(record for record, _ in decoded)
+        return [entry for _, entry in decoded]
 
     def _apply_delta(self, peer: str, payload: Any) -> bool:
         """Apply a peer's delta; False when there is a gap (a snapshot is needed)."""
@@ -1163,7 +1119,12 @@ class Coordinator:
 
     def _send_state(self, peer: str) -> None:
         local = self.registry.local
-        payload = [local.boot_id, local.version, self.desired.digests(), _state_wire(self._state())]
+        payload = [
+            local.boot_id,
+            local.version,
+            self.desired.digests(),
+            state_to_wire(self._state()),
+        ]
         self.runtime.own(self._send(peer, "state", payload), f"state:{peer}")
 
     async def _on_state(self, peer: NodeId, payload: Any) -> None:
@@ -1186,7 +1147,7 @@ class Coordinator:
             records = [r.to_wire() for r in self.desired.bucket_records(repeated)]
             for i in range(0, len(records), CHUNK):
                 await self._send(name, "records", records[i : i + CHUNK])
-        self._peer_state[name] = _state_from_wire(state)
+        self._peer_state[name] = state_from_wire(state)
         self._check_synchronized()
 
     def _check_synchronized(self) -> None:
@@ -1235,7 +1196,7 @@ class Coordinator:
                 await self._catch_up(peer.name)
             return None
         if kind == "records":
-            self._learn(_record_from_wire(r) for r in payload)
+            self._learn(record_from_wire(r) for r in payload)
             return None
         if kind == "snapshot":
             self._apply_snapshot_part(payload)
@@ -1255,14 +1216,14 @@ class Coordinator:
             return None
         if kind == "final":
             records, (node, boot, version, items) = payload
-            self._learn(_record_from_wire(r) for r in records)
+            self._learn(record_from_wire(r) for r in records)
             entries = self._entries_from_wire(items)
             self._apply_changes(
                 self.registry.load(Snapshot(node, boot, int(version), tuple(entries)))
             )
             return None
         if kind in ("start", "migrate"):
-            records = [_record_from_wire(r) for r in payload["records"]]
+            records = [record_from_wire(r) for r in payload["records"]]
             timeout = float(payload.get("timeout", self.start_timeout))
             hops = int(payload.get("hops", 0))
             results = await self.serve_start(records, timeout, hops, kind)
@@ -1293,7 +1254,7 @@ class Coordinator:
     def _local_ctx(self, target: Any) -> Any:
         """The local instance a remote message is for; a child that should run but is not
         here answers :class:`NotDelivered` so that the sender retries where it went."""
-        local = _pid_from_wire(target) if isinstance(target, list) else str(target)
+        local = pid_from_wire(target) if isinstance(target, list) else str(target)
         try:
             return self.runtime.target(local)
         except NotFound:
@@ -1314,16 +1275,6 @@ class Coordinator:
     async def call(self, node: str, target: str | Pid, message: Any, timeout: float) -> Any:
         wire = target.to_wire() if isinstance(target, Pid) else target
         return await self._request(node, "call", [wire, message, timeout], timeout=timeout)
-
-
-def _state_wire(state: tuple[Any, int]) -> list[Any]:
-    versions, digest = state
-    return [[list(v) for v in versions], digest]
-
-
-def _state_from_wire(data: Any) -> tuple[Any, int]:
-    versions, digest = data
-    return (tuple(tuple(v) for v in versions), int(digest))
 
 
 class _LocalView:

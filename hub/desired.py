@@ -29,6 +29,7 @@ hour) is far beyond any detection period.
 from __future__ import annotations
 
 import hashlib
+import sys
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
@@ -64,7 +65,7 @@ class Record(NamedTuple):
     origin: str
     status: int = LIVE
     info: str = ""  # why it was stopped or buried
-    at: float = 0.0  # wall-clock seconds when written (tombstone expiry)
+    at: float = 0.0  # wall-clock seconds when a tombstone was written (for its expiry)
 
     @property
     def child_id(self) -> str:
@@ -100,7 +101,9 @@ class Record(NamedTuple):
         if not isinstance(at, int | float):
             raise ValueError("malformed desired record time")
         metadata = MappingProxyType(meta) if meta else _EMPTY
-        return cls(ChildSpec.from_wire(spec), metadata, epoch, origin, status, info, float(at))
+        when = float(at) if at else 0.0  # live records carry no time: one shared zero
+        spec_ = ChildSpec.from_wire(spec)
+        return cls(spec_, metadata, epoch, sys.intern(origin), status, info, when)
 
 
 def bucket_of(child_id: str) -> int:

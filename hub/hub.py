@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from .cluster.links import RemoteError
 from .cluster.node import Node
-from .coordinator import Coordinator, error_from_wire
+from .coordinator import Coordinator
 from .errors import (
     AlreadyStarted,
     HubClosed,
@@ -39,6 +39,7 @@ from .policies import Strategies
 from .process import Call
 from .spec import ChildSpec, RegistryRecord, StartResult, StopResult, check_travels
 from .supervisor import Backoff, Buried
+from .wire import error_from_wire
 
 __all__ = ["Hub"]
 

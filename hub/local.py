@@ -202,7 +202,7 @@ class LocalRuntime:
         pid = ctx.pid
         cid = child.spec.id
         self._by_local_id[pid.local_id] = child
-        self.registry.put(Entry(child.spec, pid, child.metadata, self._epochs.get(cid, 0)))
+        self.registry.put(Entry.of(child.spec, pid, child.metadata, self._epochs.get(cid, 0)))
         if self.observer is not None:
             self.observer.local_changed(cid)
         events = self.events

@@ -28,13 +28,25 @@ __all__ = [
 
 
 class Entry(NamedTuple):
-    """One child in one node's partition (a named tuple: cheap to build, one per child).
-    ``epoch`` is the epoch of the desired record this copy runs for (:mod:`hub.desired`)."""
+    """One child in one node's partition. ``epoch`` is the epoch of the desired record this
+    copy runs for (:mod:`hub.desired`). A named tuple with the pid's fields inline (one object
+    per entry, not two: a node holds an entry for every child of the cluster); build one with
+    :meth:`of`."""
 
     spec: ChildSpec
-    pid: Pid
+    node: str
+    boot_id: str
+    local_id: int
     metadata: Mapping[str, Any]
     epoch: int = 0
+
+    @classmethod
+    def of(cls, spec: ChildSpec, pid: Pid, metadata: Mapping[str, Any], epoch: int = 0) -> Entry:
+        return cls(spec, pid.node, pid.boot_id, pid.local_id, metadata, epoch)
+
+    @property
+    def pid(self) -> Pid:
+        return Pid(self.node, self.boot_id, self.local_id)
 
     @property
     def child_id(self) -> str:

@@ -37,6 +37,17 @@ __all__ = [
 
 RestartPolicy = Literal["permanent", "transient", "temporary"]
 _POLICIES = frozenset(("permanent", "transient", "temporary"))
+_POLICY_NAMES = {name: name for name in _POLICIES}
+_NUMBERS: dict[float, float] = {}
+
+
+def _shared(number: float) -> float:
+    """One float object per distinct value (bounded), so that many specs share them."""
+    if len(_NUMBERS) < 1024:
+        return _NUMBERS.setdefault(number, number)
+    return _NUMBERS.get(number, number)
+
+
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 MAX_CHILD_ID_LENGTH = 512
 _MAX_DEPTH = 511  # msgpack's default nesting limit when packing
@@ -191,11 +202,11 @@ class ChildSpec:
         s(self, "start", sys.intern(ref))  # one string for the many specs of one kind
         s(self, "args", plain_args)
         s(self, "kwargs", plain_kwargs)
-        s(self, "restart", restart)
-        s(self, "shutdown_timeout", float(shutdown_timeout))
+        s(self, "restart", _POLICY_NAMES[restart])  # shared strings and numbers: a node may
+        s(self, "shutdown_timeout", _shared(float(shutdown_timeout)))  # hold many replicas
         s(self, "metadata", plain_metadata)
         s(self, "max_restarts", max_restarts)
-        s(self, "max_seconds", float(max_seconds))
+        s(self, "max_seconds", _shared(float(max_seconds)))
 
     def __hash__(self) -> int:
         return hash(self.id)

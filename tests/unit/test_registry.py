@@ -8,7 +8,7 @@ from hub.registry import Change, Entry, Registry, Snapshot
 
 
 def entry(node: str, cid: str, local_id: int, boot: str = "b1") -> Entry:
-    return Entry(ChildSpec(cid, "tests.procs:idle"), Pid(node, boot, local_id), {})
+    return Entry.of(ChildSpec(cid, "tests.procs:idle"), Pid(node, boot, local_id), {})
 
 
 def test_local_writes_bump_the_version_and_are_readable() -> None:
@@ -96,7 +96,7 @@ def test_a_new_boot_of_a_writer_needs_a_snapshot_unless_it_starts_from_zero() ->
 def test_union_over_partitions_and_drop() -> None:
     reg = Registry("a", "b1")
     reg.put(entry("a", "x", 1))
-    reg.load(Snapshot("b", "bb", 1, (Entry(ChildSpec("x", "m:f"), Pid("b", "bb", 4), {}),)))
+    reg.load(Snapshot("b", "bb", 1, (Entry.of(ChildSpec("x", "m:f"), Pid("b", "bb", 4), {}),)))
     assert reg.lookup("x") == [("a", Pid("a", "b1", 1)), ("b", Pid("b", "bb", 4))]
     assert list(reg.by_child()) == ["x"]
     assert reg.drop("b") == [Change("removed", "x", "b", None)]

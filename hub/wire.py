@@ -1,0 +1,104 @@
+"""The hub's peer messages as msgpack data, and the error mapping across the wire.
+
+Pure functions: no I/O. Every decoder refuses malformed data with ``ValueError`` (the frame
+handler answers it as :class:`~hub.errors.InvalidSpec`). Strings that repeat across many
+entries (node names, boot ids, origins) are interned on decode, so a registry replica of many
+children holds one copy of each.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from .desired import Record
+from .errors import (
+    AlreadyStarted,
+    CallFailed,
+    HubError,
+    InvalidSpec,
+    NotDelivered,
+    NotFound,
+    StartFailed,
+    Timeout,
+)
+from .pid import Pid
+from .registry import Delta, Entry
+
+__all__ = [
+    "delta_to_wire",
+    "entry_from_wire",
+    "error_from_wire",
+    "error_to_wire",
+    "pid_from_wire",
+    "record_from_wire",
+    "state_from_wire",
+    "state_to_wire",
+]
+
+
+def error_to_wire(exc: HubError) -> list[Any]:
+    return [type(exc).__name__, str(exc)]
+
+
+def error_from_wire(target: Any, kind: str, message: str) -> HubError:
+    """The local exception for an error (type name ``kind``) that a peer reported about
+    ``target``: start and stop results, and the errors of remote requests."""
+    if kind == "NotFound":
+        return NotFound(target)
+    if kind == "AlreadyStarted":
+        return AlreadyStarted(target, message)
+    if kind == "StartFailed":
+        return StartFailed(target, message)
+    if kind == "NotDelivered":
+        return NotDelivered(target, message)
+    if kind == "CallFailed":
+        return CallFailed(target, message)
+    if kind in ("Timeout", "NodeUnreachable"):
+        return Timeout(message)
+    if kind == "InvalidSpec":
+        return InvalidSpec(message)
+    return HubError(message)
+
+
+# -- wire formats (msgpack data) -----------------------------------------------------------------
+
+
+def pid_from_wire(data: Any) -> Pid:
+    pid = Pid.from_wire(data)
+    return Pid(sys.intern(pid.node), sys.intern(pid.boot_id), pid.local_id)
+
+
+def record_from_wire(data: Any) -> Record:
+    return Record.from_wire(data)
+
+
+def entry_from_wire(item: Any, known: Callable[[str], Record | None]) -> tuple[Record, Entry]:
+    """A registry entry ``[pid, record]`` and the desired record it carries. When ``known``
+    (the local desired table's lookup) holds the same version of the record, the entry shares
+    that record's spec and metadata objects."""
+    pid_wire, record_wire = item
+    record = record_from_wire(record_wire)
+    held = known(record.spec.id)
+    if held is not None and held.key() == record.key():
+        record = held
+    return record, Entry.of(record.spec, pid_from_wire(pid_wire), record.metadata, record.epoch)
+
+
+def delta_to_wire(delta: Delta, record_of: Any) -> list[Any]:
+    ops = [
+        [cid, entry if isinstance(entry, str) else [entry.pid.to_wire(), record_of(entry)]]
+        for cid, entry in delta.ops
+    ]
+    return [delta.node, delta.boot_id, delta.base, delta.version, ops]
+
+
+def state_to_wire(state: tuple[Any, int]) -> list[Any]:
+    versions, digest = state
+    return [[list(v) for v in versions], digest]
+
+
+def state_from_wire(data: Any) -> tuple[Any, int]:
+    versions, digest = data
+    return (tuple(tuple(v) for v in versions), int(digest))
