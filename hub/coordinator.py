@@ -11,9 +11,9 @@ and executes its actions (:mod:`hub.planner`):
   entries of the children that run, in their own list for the others, and by bucket digest
   anti-entropy, so what should run survives the loss of any node.
 * **Registry sync** (PubSub): local writes are coalesced for ``batch_window`` and sent to every
-  peer as versioned deltas (chunked); a gap is answered with a snapshot (chunked); every
-  ``anti_entropy_interval`` each node sends its registry versions and desired digests, and
-  peers repair what differs.
+  peer as versioned deltas (at most ``max_batch`` ops a frame); a gap is answered with a
+  snapshot (``max_batch`` entries a frame); every ``anti_entropy_interval`` each node sends its
+  registry versions and desired digests, and peers repair what differs.
 * **Planning**: after every change the planner runs on the children whose inputs changed, and
   on all of them every ``reconcile_interval``; its starts, stops, moves, conflicts and burials
   are executed here, their results fed back.
@@ -98,7 +98,6 @@ __all__ = ["MAX_HOPS", "Coordinator"]
 logger = logging.getLogger(__name__)
 
 MAX_HOPS = 2  # a start request is forwarded at most this often, then starts where it is
-CHUNK = 2_000  # registry ops or snapshot entries per frame
 MIGRATION_BATCH = 500
 START_BATCH = 5_000  # records in one start request (bounded frames)
 MOVE_WINDOW = 5.0  # seconds a node waits for a child announced to be moving to it
@@ -136,6 +135,7 @@ class Coordinator:
         self.start_timeout = start_timeout
         self.backoff = backoff or Backoff(base=0.05, cap=2.0)
         self.rf = int(self.redundancy.replication_factor)
+        self.chunk = max(1, int(self.sync.max_batch))  # registry ops or entries per frame
         self.planner = Planner(
             replication_factor=self.rf,
             hot_moves=self.migration.kind == "hot",
@@ -934,16 +934,16 @@ class Coordinator:
         current = [p for p in peers if p not in self._behind]
         frames: list[tuple[str, Any]] = []
         if records:
-            for i in range(0, len(records), CHUNK):
-                frames.append(("records", records[i : i + CHUNK]))
+            for i in range(0, len(records), self.chunk):
+                frames.append(("records", records[i : i + self.chunk]))
         if delta is not None and delta.ops:
-            for i in range(0, len(delta.ops), CHUNK):
+            for i in range(0, len(delta.ops), self.chunk):
                 part = Delta(
                     local.node,
                     local.boot_id,
                     delta.base + i,
-                    delta.base + min(len(delta.ops), i + CHUNK),
-                    delta.ops[i : i + CHUNK],
+                    delta.base + min(len(delta.ops), i + self.chunk),
+                    delta.ops[i : i + self.chunk],
                 )
                 frames.append(("delta", delta_to_wire(part, self._record_wire)))
         snapshot_frames = self._snapshot_frames() if behind else []
@@ -968,7 +968,7 @@ class Coordinator:
     def _snapshot_frames(self) -> list[tuple[str, Any]]:
         local = self.registry.local
         entries = [self._entry_wire(e) for e in local.entries.values()]
-        parts = max(1, -(-len(entries) // CHUNK))
+        parts = max(1, -(-len(entries) // self.chunk))
         return [
             (
                 "snapshot",
@@ -978,7 +978,7 @@ class Coordinator:
                     local.version,
                     i,
                     parts,
-                    entries[i * CHUNK : (i + 1) * CHUNK],
+                    entries[i * self.chunk : (i + 1) * self.chunk],
                 ],
             )
             for i in range(parts)
@@ -1145,8 +1145,8 @@ class Coordinator:
         self._differing[name] = buckets
         if repeated:
             records = [r.to_wire() for r in self.desired.bucket_records(repeated)]
-            for i in range(0, len(records), CHUNK):
-                await self._send(name, "records", records[i : i + CHUNK])
+            for i in range(0, len(records), self.chunk):
+                await self._send(name, "records", records[i : i + self.chunk])
         self._peer_state[name] = state_from_wire(state)
         self._check_synchronized()
 

@@ -112,6 +112,7 @@ class Hub:
         self.strategies = Strategies.checked(
             **{k: v if v is not None else defaults[k] for k, v in chosen.items()}
         )
+        _refuse_unsupported(self.strategies)
         self._owns_endpoint = endpoint is None and host is not None
         if self._owns_endpoint:
             assert host is not None
@@ -586,6 +587,31 @@ def _default_strategies() -> dict[str, Any]:
     from strategies import defaults  # strategies depends on hub: import at call time
 
     return defaults()
+
+
+def _refuse_unsupported(strategies: Strategies) -> None:
+    """Refuse the strategy settings this hub cannot honour yet, rather than ignore them."""
+    if strategies.migration.kind != "cold":
+        raise InvalidSpec(
+            f"migration={strategies.migration!r}: hot migration (start first, hand the state "
+            "over) is not supported yet; use ColdSwap()"
+        )
+    redundancy = strategies.redundancy
+    if redundancy.replication_factor > 1 and redundancy.mode("b", ["a", "b"]) != "active":
+        raise InvalidSpec(
+            f"redundancy={redundancy!r}: passive replicas are not supported yet; use "
+            'replication_model="active"'
+        )
+    if strategies.synchronization.kind != "pubsub":
+        raise InvalidSpec(
+            f"synchronization={strategies.synchronization!r}: gossip relaying is not "
+            "supported yet; use PubSub()"
+        )
+    if strategies.partition.describe().get("strategy") != "divergence":
+        raise InvalidSpec(
+            f"partition={strategies.partition!r}: quorum locking is not supported yet; "
+            "use Divergence() (every side of a partition keeps serving)"
+        )
 
 
 def _check_specs(specs: Iterable[ChildSpec]) -> list[ChildSpec]:

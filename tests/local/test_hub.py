@@ -312,3 +312,28 @@ async def test_constructor_validates_its_arguments() -> None:
         Hub("h", call_timeout=0)
     with pytest.raises(InvalidSpec, match="mailbox_limit"):
         Hub("h", mailbox_limit=0)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("migration", "HotSwap", "hot migration"),
+        ("redundancy", "passive", "passive replicas"),
+        ("partition", "StaticQuorum", "quorum locking"),
+        ("synchronization", "Gossip", "gossip relaying"),
+    ],
+)
+def test_strategy_settings_the_hub_cannot_honour_are_refused(
+    option: str, value: str, words: str
+) -> None:
+    import strategies
+
+    made = {
+        "HotSwap": lambda: strategies.HotSwap(),
+        "passive": lambda: strategies.Replication(factor=2, replication_model="passive"),
+        "StaticQuorum": lambda: strategies.StaticQuorum(size=2),
+        "Gossip": lambda: strategies.Gossip(),
+    }[value]()
+    with pytest.raises(InvalidSpec, match=words):
+        Hub("h", host=None, **{option: made})
+    Hub("h", host=None, redundancy=strategies.Replication(factor=2))  # active replicas: fine
