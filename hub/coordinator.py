@@ -1092,8 +1092,15 @@ class Coordinator:
                 self.registry.load(Snapshot(node, boot, int(version), tuple(held[3])))
             )
             if self.members.get(node) == boot:
-                self.unsynced.discard(node)
-                self._wake.set()
+                self._synced(node)
+
+    def _synced(self, peer: str) -> None:
+        """We hold ``peer``'s current partition: decisions that waited for it can be made."""
+        if peer in self.unsynced:
+            self.unsynced.discard(peer)
+            self._dirty.update(self.runtime.child_ids())
+            self._dirty.update(self._orphans)
+            self._wake.set()
 
     async def _catch_up(self, peer: str) -> None:
         """Ask ``peer`` for a snapshot of its partition (it sends it as one-way parts)."""
@@ -1135,9 +1142,8 @@ class Coordinator:
         name = peer.name
         part = self.registry.partitions.get(name)
         current = part is not None and part.boot_id == boot and part.version >= version
-        if current and self.members.get(name) == boot and name in self.unsynced:
-            self.unsynced.discard(name)
-            self._wake.set()
+        if current and self.members.get(name) == boot:
+            self._synced(name)
         if not current and name in self.members and name not in self._parts:
             await self._catch_up(name)
         buckets = set(self.desired.differing(digests))
