@@ -229,21 +229,25 @@ class Hub:
     async def drain(self) -> StopResult:
         """Take this node out of placement and give its children away, and stay so: in a
         cluster every node stops placing children here and each local child moves to its owner
-        among the other nodes; alone, the children stop (``reason="drain"``). The hub keeps
-        serving reads and messages until :meth:`stop`; new starts are refused."""
+        among the other nodes (``stopped`` lists the children that left; one still here after
+        the hand-off bound is reported as a :class:`Timeout` error and moves as soon as it
+        can); alone, the children stop (``reason="drain"``). The hub keeps serving reads and
+        messages until :meth:`stop`; new starts are refused."""
         self._check_running()
         self._state = "draining"
         ids = self.runtime.child_ids()
         coordinator = self.coordinator
-        if coordinator is not None and coordinator.members:
-            await coordinator.hand_off(final=False)
-            left = [cid for cid in ids if self.runtime.get(cid) is not None]
-            result = await self.runtime.stop(left, "drain")
-            result.stopped = [(cid, [self.node]) for cid in ids]
-            return result
-        if coordinator is not None:
-            await coordinator.hand_off(final=False)
-        return await self.runtime.stop(ids, "drain")
+        if coordinator is None or not coordinator.members:
+            if coordinator is not None:
+                await coordinator.hand_off(final=False)
+            return await self.runtime.stop(ids, "drain")
+        await coordinator.hand_off(final=False)
+        left = [cid for cid in ids if self.runtime.get(cid) is None]
+        stuck = [cid for cid in ids if self.runtime.get(cid) is not None]
+        errors: list[tuple[str, HubError]] = [
+            (cid, Timeout(f"{cid} has not moved off {self.node} yet")) for cid in stuck
+        ]
+        return StopResult("error" if errors else "ok", [(cid, [self.node]) for cid in left], errors)
 
     async def __aenter__(self) -> Hub:
         return await self.start()
