@@ -158,6 +158,9 @@ class Coordinator:
         self._crash_times: dict[str, deque[float]] = {}
         self._expected: set[str] = set()  # local removals this node asked for
         self._wake = asyncio.Event()
+        self._changed_at = -1e9
+        #: moves wait this long after a topology change (views converge within a probe period)
+        self.settle_time = float(endpoint.config.probe_interval)
         self._expire_at = 0.0
         self._full = True
         self._moving = asyncio.Semaphore(max(1, self.migration.max_concurrent))
@@ -290,6 +293,7 @@ class Coordinator:
         await hooks.dispatch(Hook.POST_CLUSTER_LEAVE, name)
 
     def _topology_changed(self, affected: Iterable[str]) -> None:
+        self._changed_at = asyncio.get_running_loop().time()
         self._dirty.update(self.runtime.child_ids())
         self._dirty.update(self._orphans)
         self._dirty.update(affected)
@@ -309,7 +313,8 @@ class Coordinator:
     def view(self) -> View:
         live = frozenset([*self.members, self.node])
         draining = frozenset(self.draining | {self.node} if self.leaving else self.draining)
-        return View(self.node, live, draining, frozenset(self.unsynced), False)
+        settle_at = self._changed_at + self.settle_time
+        return View(self.node, live, draining, frozenset(self.unsynced), False, settle_at)
 
     def running_on(self, child_id: str) -> list[tuple[str, int]]:
         """``(node, epoch)`` of the current boots of live members that run ``child_id``."""

@@ -528,11 +528,7 @@ class Hub:
             try:
                 async with asyncio.timeout_at(deadline):
                     return await self._deliver_once(target, message, call, deadline)
-            except TimeoutError:
-                if unreachable is not None:
-                    raise unreachable from None
-                raise Timeout(f"call to {target} got no reply within {limit}s") from None
-            except (NotDelivered, NotFound, NodeUnreachable) as exc:
+            except (NotDelivered, NotFound, NodeUnreachable) as exc:  # NodeUnreachable: first
                 if not self._worth_waiting(target, exc):
                     raise
                 if isinstance(exc, NodeUnreachable):
@@ -542,6 +538,10 @@ class Hub:
                         raise unreachable from None
                     raise Timeout(f"{target} was not reachable within {limit}s") from None
                 await asyncio.sleep(RETRY_PAUSE)
+            except TimeoutError:  # the deadline passed during an attempt
+                if unreachable is not None:
+                    raise unreachable from None
+                raise Timeout(f"call to {target} got no reply within {limit}s") from None
 
     def _worth_waiting(self, target: str | Pid, exc: HubError) -> bool:
         """A message that was never processed (restart, move) can be sent again, and a child

@@ -25,7 +25,8 @@ live nodes that run it:
 
 A draining node is live (it answers messages and its copies count) but owns nothing, so its
 children move away and nothing is placed on it. While the hub is locked (quorum lost) the
-planner starts and moves nothing.
+planner starts and moves nothing. Until the membership has settled (``View.settle_at``) it
+neither moves nor stops surplus copies nor adds replicas: only failover starts are urgent.
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ class View:
     draining: frozenset[str] = frozenset()  # live members that own nothing (drain, leave)
     unsynced: frozenset[str] = frozenset()  # live peers whose registry partition is not current
     locked: bool = False  # quorum lost: start and move nothing
+    #: membership counts as settled from this time on (the shell sets it a probe interval after
+    #: the last topology change): moves, surplus stops and replica starts wait for it, so that
+    #: views still converging after a heal or a join do not shuffle children around.
+    settle_at: float = 0.0
 
 
 class LocalChild(NamedTuple):
@@ -225,7 +230,10 @@ class Planner:
                 continue  # nowhere to place it (every live node drains): leave it where it is
             if mine is not None:
                 if me not in owners and not view.locked:
-                    self._relocate(plan, cid, me, owners, copies, view)
+                    if now < view.settle_at:
+                        plan._wake(view.settle_at)
+                    else:
+                        self._relocate(plan, cid, me, owners, copies, view)
                 continue
             if me not in owners or view.locked:
                 if not copies:
@@ -277,6 +285,9 @@ class Planner:
             on_owners = len(copies) - len(strays)
             if strays or on_owners >= len(owners):
                 return  # a stray copy moves in, or every owner has one
+            if now < view.settle_at:
+                plan._wake(view.settle_at)
+                return
             reason: Literal["failover", "replica"] = "replica"
         else:
             reason = "failover"

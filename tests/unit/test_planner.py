@@ -250,3 +250,18 @@ def test_synchronized_compares_every_live_peer() -> None:
     assert synchronized(1, {"b": 1, "c": 1}, ["a", "b", "c"], "a")
     assert not synchronized(1, {"b": 1}, ["a", "b", "c"], "a")
     assert not synchronized(1, {"b": 2, "c": 1}, ["a", "b", "c"], "a")
+
+
+def test_moves_stops_of_surplus_and_replicas_wait_for_the_membership_to_settle() -> None:
+    unsettled = View("a", frozenset({"a", "b"}), settle_at=10.0)
+    args = (owners({"c": ["b"]}), table(record("c")), Running({}), {"c": LocalChild(1, "running")})
+    early = Planner().plan(unsettled, *args, ["c"], now=9.0)
+    assert early.actions == []
+    assert early.wake_at == 10.0
+    assert Planner().plan(unsettled, *args, ["c"], now=10.0).actions == [Move("c", "b", False)]
+    # a failover start does not wait
+    orphan = Planner().plan(
+        View("b", frozenset({"a", "b"}), settle_at=10.0),
+        owners({"c": ["b"]}), table(record("c")), Running({}), {}, ["c"], now=9.0,
+    )  # fmt: skip
+    assert orphan.actions == [Start("c", record("c"), "failover")]
