@@ -171,7 +171,7 @@ class Coordinator:
         self._behind: set[str] = set()  # peers that need a snapshot of our partition
         self._parts: dict[str, tuple[str, int, int, list[Entry]]] = {}
         self._peer_state: dict[str, Any] = {}
-        self._differing: dict[str, set[int]] = {}
+        self._differing: dict[str, dict[int, tuple[int, int]]] = {}
         self._catching: set[str] = set()
         self._sync_pending = False
         self._registry_changed = asyncio.Event()
@@ -1020,20 +1020,26 @@ class Coordinator:
 
     async def until_visible(self, placed: Iterable[tuple[str, Pid]], deadline: float) -> None:
         """Wait (until ``deadline``, loop time) until this node's registry shows each
-        ``(child_id, pid)``: a caller reads its own writes after a remote start."""
-        registry = self.registry
-        pending = [(cid, pid) for cid, pid in placed if (pid.node, pid) not in registry.lookup(cid)]
+        ``(child_id, pid)``: a caller reads its own writes after a remote start. Checked again
+        on registry changes, at most every 20 ms (one dict lookup per child still missing)."""
+        partitions = self.registry.partitions
+
+        def missing(cid: str, pid: Pid) -> bool:
+            part = partitions.get(pid.node)
+            entry = part.entries.get(cid) if part is not None else None
+            return entry is None or entry.local_id != pid.local_id or entry.boot_id != pid.boot_id
+
+        pending = [(cid, pid) for cid, pid in placed if missing(cid, pid)]
         loop = asyncio.get_running_loop()
         while pending and loop.time() < deadline:
             self._registry_changed.clear()
             try:
                 async with asyncio.timeout_at(deadline):
                     await self._registry_changed.wait()
+                    await asyncio.sleep(0.02)
             except TimeoutError:
                 return
-            pending = [
-                (cid, pid) for cid, pid in pending if (pid.node, pid) not in registry.lookup(cid)
-            ]
+            pending = [(cid, pid) for cid, pid in pending if missing(cid, pid)]
 
     def _apply_changes(self, changes: Iterable[Change]) -> None:
         self._registry_changed.set()
@@ -1141,8 +1147,8 @@ class Coordinator:
 
     async def _on_state(self, peer: NodeId, payload: Any) -> None:
         """A peer's registry version and desired digests: catch up on its partition if ours
-        is behind, and push the desired buckets that differ twice in a row (once may be a
-        record still in flight)."""
+        is behind, and push the desired buckets that differ the same way twice in a row (a
+        difference that changes is records still in flight)."""
         boot, version, digests, state = payload
         name = peer.name
         part = self.registry.partitions.get(name)
@@ -1151,9 +1157,11 @@ class Coordinator:
             self._synced(name)
         if not current and name in self.members and name not in self._parts:
             await self._catch_up(name)
-        buckets = set(self.desired.differing(digests))
-        repeated = buckets & self._differing.get(name, set())
-        self._differing[name] = buckets
+        mine = self.desired.digests()
+        differing = {i: (digests[i], mine[i]) for i in self.desired.differing(digests)}
+        before = self._differing.get(name, {})
+        repeated = [i for i, pair in differing.items() if before.get(i) == pair]
+        self._differing[name] = differing
         if repeated:
             records = [r.to_wire() for r in self.desired.bucket_records(repeated)]
             for i in range(0, len(records), self.chunk):
