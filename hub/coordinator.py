@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -85,6 +84,7 @@ from .supervisor import Backoff, RemovalKind
 from .wire import (
     delta_to_wire,
     entry_from_wire,
+    entry_to_wire,
     error_from_wire,
     error_to_wire,
     pid_from_wire,
@@ -153,10 +153,11 @@ class Coordinator:
         self._dirty: set[str] = set()
         self._orphans: set[str] = set()
         self._busy: dict[str, float] = {}
-        self._incoming: dict[str, float] = {}
+        self._in_transit: dict[str, float] = {}
+        self._arrived: dict[str, float] = {}
         self._failures: dict[str, Failures] = {}
-        self._crash_times: dict[str, deque[float]] = {}
         self._expected: set[str] = set()  # local removals this node asked for
+        self._deferred: set[str] = set()  # decisions the last plan put off until its wake_at
         self._wake = asyncio.Event()
         self._changed_at = -1e9
         #: moves wait this long after a topology change (views converge within a probe period)
@@ -167,6 +168,7 @@ class Coordinator:
         # registry sync state
         self._outgoing: dict[str, Record] = {}
         self._dirty_registry = asyncio.Event()
+        self._publish_lock = asyncio.Lock()
         self._published = 0
         self._behind: set[str] = set()  # peers that need a snapshot of our partition
         self._parts: dict[str, tuple[str, int, int, list[Entry]]] = {}
@@ -185,6 +187,12 @@ class Coordinator:
     @property
     def registry(self) -> Any:
         return self.runtime.registry
+
+    @property
+    def origin(self) -> str:
+        """Who writes this node's desired records: name and boot (two boots of one name never
+        write different records under one merge key)."""
+        return f"{self.runtime.node}#{self.runtime.boot_id}"
 
     def attach(self) -> None:
         runtime = self.runtime
@@ -260,6 +268,7 @@ class Coordinator:
                 self._behind.add(name)  # it gets our partition, and we ask for its own
                 self._dirty_registry.set()
                 self.runtime.own(self._catch_up(name), f"catch-up:{name}")
+                self.runtime.own(self._send_ended(name), f"tombstones:{name}")
                 self._send_state(name)
                 await hooks.dispatch(Hook.POST_NODES_REDISTRIBUTION, Redistribution("nodeup", name))
                 await hooks.dispatch(Hook.POST_CLUSTER_JOIN, name)
@@ -287,7 +296,7 @@ class Coordinator:
         await hooks.dispatch(Hook.PRE_NODES_REDISTRIBUTION, Redistribution("nodedown", name))
         part = self.registry.partitions.get(name)
         lost = list(part.entries) if part is not None else []
-        self._apply_changes(self.registry.drop(name))
+        self._apply_changes(self.registry.drop(name), dropped=True)
         self._topology_changed(lost)
         await hooks.dispatch(Hook.POST_NODES_REDISTRIBUTION, Redistribution("nodedown", name))
         await hooks.dispatch(Hook.POST_CLUSTER_LEAVE, name)
@@ -357,12 +366,14 @@ class Coordinator:
             self._dirty.add(cid)
             if publish:
                 self._outgoing[cid] = record
+            if record.status != LIVE:
+                self._failures.pop(cid, None)
             if guided:
                 if record.status == LIVE:
                     self.distribution.guide([record.spec])  # type: ignore[attr-defined]
                 else:
                     self.distribution.forget([cid])  # type: ignore[attr-defined]
-            if record.status == BURIED and record.origin != self.node:
+            if record.status == BURIED and record.origin != self.origin:
                 attempts, _, error = record.info.partition(":")
                 self.runtime.events.emit(
                     Hook.CHILD_BURIED,
@@ -379,14 +390,12 @@ class Coordinator:
         self._learn([record], publish=True)
 
     def record_of(self, spec: ChildSpec, metadata: Mapping[str, Any], epoch: int) -> Record:
-        """The desired record a local copy (of ``epoch``) runs for."""
+        """The desired record of a local copy of ``epoch``: the table's, when it is that
+        version or newer (a tombstone travels with a stale copy's entry), else one for it."""
         record = self.desired.get(spec.id)
-        if record is not None and record.epoch == epoch:
+        if record is not None and record.epoch >= epoch:
             return record
-        return Record(spec, metadata, max(1, epoch), self.node, LIVE)
-
-    def _record_wire(self, entry: Entry) -> list[Any]:
-        return self.record_of(entry.spec, entry.metadata, entry.epoch).to_wire()
+        return Record(spec, metadata, max(1, epoch), self.origin, LIVE)
 
     def new_record(self, spec: ChildSpec, metadata: Mapping[str, Any]) -> Record | HubError:
         """The live record of a new start request, or why it cannot start."""
@@ -395,7 +404,7 @@ class Coordinator:
             where = [n for n, _ in self.running_on(spec.id)]
             return AlreadyStarted(spec.id, ", ".join(where) or "starting")
         epoch = old.epoch + 1 if old is not None else 1
-        return Record(spec, metadata, epoch, self.node, LIVE)
+        return Record(spec, metadata, epoch, self.origin, LIVE)
 
     def buried(self) -> list[tuple[Record, int, str]]:
         """Buried records: ``(record, attempts, error)``."""
@@ -422,9 +431,9 @@ class Coordinator:
             return
         if kind == "buried":
             info = f"{reason.attempts}:{reason.error!r}"
-            self.write(record.successor(self.node, BURIED, info, time.time()))
+            self.write(record.successor(self.origin, BURIED, info, time.time()))
         else:  # it ended by itself (a transient or temporary child): it is done
-            self.write(record.successor(self.node, STOPPED, f"{kind}: {reason!r}", time.time()))
+            self.write(record.successor(self.origin, STOPPED, f"{kind}: {reason!r}", time.time()))
 
     # -- planning ------------------------------------------------------------------------------
 
@@ -452,11 +461,11 @@ class Coordinator:
             candidates: Iterable[str] = [*self.desired.ids(), *self.runtime.child_ids()]
             self._dirty.clear()
         else:
-            candidates, self._dirty = self._dirty, set()
+            candidates, self._dirty = self._dirty | self._deferred, set()
         now = loop.time()
         if now >= self._expire_at:  # deadlines of operations in flight: at most twice a second
             self._expire_at = now + 0.5
-            for deadlines in (self._busy, self._incoming):
+            for deadlines in (self._busy, self._in_transit, self._arrived):
                 for cid in [c for c, t in deadlines.items() if t <= now]:
                     del deadlines[cid]
                     self._dirty.add(cid)
@@ -468,11 +477,13 @@ class Coordinator:
             self._local_view(),
             candidates,
             busy=self._busy,
-            incoming=self._incoming,
+            in_transit=self._in_transit,
+            arrived=self._arrived,
             failures=self._failures,
             now=now,
         )
         self._orphans = set(plan.orphans) | (self._orphans - set(candidates))
+        self._deferred = set(plan.deferred)
         self._execute(plan, now)
         return plan.wake_at
 
@@ -533,7 +544,6 @@ class Coordinator:
             outcome = results.get(action.child_id)
             if isinstance(outcome, Pid | AlreadyStarted):
                 self._failures.pop(action.child_id, None)
-                self._crash_times.pop(action.child_id, None)
             elif outcome is not None:
                 failed += 1
                 self._start_failed(action.record, outcome)
@@ -546,14 +556,12 @@ class Coordinator:
         )
 
     def _start_failed(self, record: Record, error: HubError) -> None:
-        """Count a failed start toward the child's restart intensity; retry after a backoff."""
+        """Count a failed start (consecutive ones: a start that fails slowly counts as much as
+        one that fails at once); the planner retries after a backoff, then buries."""
         cid = record.spec.id
         now = asyncio.get_running_loop().time()
-        times = self._crash_times.setdefault(cid, deque())
-        while times and times[0] <= now - record.spec.max_seconds:
-            times.popleft()
-        times.append(now)
-        attempts = len(times)
+        previous = self._failures.get(cid)
+        attempts = previous.attempts + 1 if previous is not None else 1
         delay = self.backoff.delay(attempts, 0.5)
         self._failures[cid] = Failures(attempts, now + delay, str(error))
         logger.warning(
@@ -566,7 +574,6 @@ class Coordinator:
     def _bury(self, action: Bury) -> None:
         cid = action.child_id
         self._failures.pop(cid, None)
-        self._crash_times.pop(cid, None)
         logger.error(
             "hub %s: %s buried after %d failed starts; last error: %s",
             self.hub_id,
@@ -575,7 +582,7 @@ class Coordinator:
             action.error,
         )
         info = f"{action.attempts}:{action.error}"
-        self.write(action.record.successor(self.node, BURIED, info, time.time()))
+        self.write(action.record.successor(self.origin, BURIED, info, time.time()))
         self.runtime.events.emit(
             Hook.CHILD_BURIED, ChildBuried(cid, StartFailed(cid, action.error), action.attempts)
         )
@@ -614,6 +621,9 @@ class Coordinator:
                 self._expected.update(present)
                 tags = {cid: f"moved:{target}" for cid in present}
                 await runtime.stop(present, "migrate", tags)
+                # the removals reach the target first (one ordered link): it never sees the
+                # moved child here and there at once
+                await self.publish_now()
                 results = await self.start_remote(target, records, self.start_timeout, "migrate")
                 failed = [(cid, r) for cid, r in results if not isinstance(r, Pid)]
                 if failed:
@@ -677,11 +687,12 @@ class Coordinator:
             pids.sort()
             self._learn([records[cid]])
         for cid, error in failed.items():
-            if cid not in where and not isinstance(error, StartFailed | AlreadyStarted):
-                # the outcome is unknown (no answer): make it "not started", everywhere
+            if cid not in where and not isinstance(error, AlreadyStarted):
+                # no owner started it (or the outcome is unknown: no answer): make it "not
+                # started", everywhere
                 self.write(
                     records[cid].successor(
-                        self.node, STOPPED, f"start failed: {error}", time.time()
+                        self.origin, STOPPED, f"start failed: {error}", time.time()
                     )
                 )
         remote = [(cid, pid) for cid, pids in where.items() for n, pid in pids if n != self.node]
@@ -695,10 +706,8 @@ class Coordinator:
     ) -> list[tuple[str, Pid | HubError]]:
         """Start records here (``kind="migrate"``: a move, accepted whoever owns it), or
         forward those this node does not own (at most :data:`MAX_HOPS` times)."""
-        runtime = self.runtime
         if is_spec_aware(self.distribution):
             self.distribution.guide([r.spec for r in records])  # type: ignore[attr-defined]
-        out: list[tuple[str, Pid | HubError]] = []
         forward: dict[str, list[Record]] = {}
         mine: list[Record] = []
         for record in records:
@@ -708,68 +717,94 @@ class Coordinator:
                 if kind == "migrate"
                 else start_target(self.node, self.owners(cid), hops, MAX_HOPS)
             )
-            if target != self.node:
+            if target == self.node:
+                mine.append(record)
+            else:
                 forward.setdefault(target, []).append(record)
-                continue
-            child = runtime.get(cid)
-            if child is not None:
-                if runtime.epoch(cid) == record.epoch and child.ctx is not None:
-                    out.append((cid, child.ctx.pid))  # already here: the request is a repeat
-                else:
-                    out.append((cid, AlreadyStarted(cid, self.node)))
-                continue
-            known = self.desired.get(cid)
-            if known is not None and known.key() > record.key():
-                if known.status == LIVE:
-                    out.append(
-                        (
-                            cid,
-                            AlreadyStarted(
-                                cid, ", ".join(n for n, _ in self.running_on(cid)) or "elsewhere"
-                            ),
-                        )
-                    )
-                else:
-                    out.append((cid, NotFound(cid)))  # stopped meanwhile
-                continue
-            mine.append(record)
         if forward:
-            runtime.events.emit(
+            self.runtime.events.emit(
                 Hook.FORWARDED_MIGRATION,
                 [(node, [r.spec.id for r in group]) for node, group in forward.items()],
             )
-            for node, group in forward.items():
-                out += await self.start_remote(node, group, timeout, kind, hops + 1)
-        if mine:
-            self._learn(mine, publish=True)
-            for record in mine:
-                self._busy[record.spec.id] = asyncio.get_running_loop().time() + timeout + 1.0
-            try:
-                results = await runtime.start(
-                    [(r.spec, r.metadata, r.epoch) for r in mine], timeout
-                )
-            finally:
-                self._done(r.spec.id for r in mine)
-            moved = []
-            for record in mine:
-                outcome = results[record.spec.id]
-                out.append((record.spec.id, outcome))
-                if isinstance(outcome, Pid):
-                    moved.append(record.spec)
-                elif kind == "migrate":
-                    self._start_failed(record, outcome)  # the planner retries, then buries
-                elif not isinstance(outcome, AlreadyStarted):
-                    why = f"start failed: {outcome}"
-                    self.write(record.successor(self.node, STOPPED, why, time.time()))
-            if kind == "migrate" and moved:
-                runtime.events.emit(Hook.CHILDREN_MIGRATED, ChildrenMigrated(self.node, moved))
+        parts = await asyncio.gather(
+            self._start_here(mine, timeout, kind),
+            *(self.start_remote(n, group, timeout, kind, hops + 1) for n, group in forward.items()),
+        )
+        return [outcome for part in parts for outcome in part]
+
+    def _refusal(self, record: Record) -> Pid | HubError | None:
+        """Why ``record`` is not started here now (checked right before the start, after any
+        wait): it already runs here, or the desired state has moved past it."""
+        cid = record.spec.id
+        child = self.runtime.get(cid)
+        if child is not None:
+            if self.runtime.epoch(cid) == record.epoch and child.ctx is not None:
+                return child.ctx.pid  # already here: the request is a repeat
+            return AlreadyStarted(cid, self.node)
+        known = self.desired.get(cid)
+        if known is not None and known.key() > record.key():
+            if known.status != LIVE:
+                return NotFound(cid)  # stopped meanwhile
+            where = ", ".join(n for n, _ in self.running_on(cid)) or "elsewhere"
+            return AlreadyStarted(cid, where)
+        return None
+
+    async def _start_here(
+        self, records: list[Record], timeout: float, kind: str
+    ) -> list[tuple[str, Pid | HubError]]:
+        out: list[tuple[str, Pid | HubError]] = []
+        mine = []
+        for record in records:
+            refused = self._refusal(record)
+            if refused is None:
+                mine.append(record)
+            else:
+                out.append((record.spec.id, refused))
+        if not mine:
+            return out
+        # the records travel with the registry entries once the children run: a peer that
+        # knew a record of a child still starting here could, as its owner, start another
+        self._learn(mine)
+        deadline = asyncio.get_running_loop().time() + timeout + 1.0
+        for record in mine:
+            self._busy[record.spec.id] = deadline
+        try:
+            results = await self.runtime.start(
+                [(r.spec, r.metadata, r.epoch) for r in mine], timeout
+            )
+        finally:
+            self._done(r.spec.id for r in mine)
+        moved = []
+        for record in mine:
+            cid = record.spec.id
+            outcome = results[cid]
+            out.append((cid, outcome))
+            if isinstance(outcome, Pid):
+                self._failures.pop(cid, None)
+                moved.append(record.spec)
+                if kind == "migrate":  # a stale view here must not make it lose a conflict
+                    self._arrived[cid] = asyncio.get_running_loop().time() + MOVE_WINDOW
+            elif kind == "migrate":
+                self._start_failed(record, outcome)  # the planner retries, then buries
+            elif self.rf == 1 and not isinstance(outcome, AlreadyStarted):
+                # the only copy could not start: the request failed, for every node (under
+                # replication the requester decides, since another owner may have started it)
+                why = f"start failed: {outcome}"
+                self.write(record.successor(self.origin, STOPPED, why, time.time()))
+        if kind == "migrate" and moved:
+            self.runtime.events.emit(Hook.CHILDREN_MIGRATED, ChildrenMigrated(self.node, moved))
         return out
 
     async def start_remote(
         self, node: str, records: list[Record], timeout: float, kind: str = "start", hops: int = 0
     ) -> list[tuple[str, Pid | HubError]]:
         """Ask ``node`` to start ``records``."""
-        payload = {"records": [r.to_wire() for r in records], "timeout": timeout, "hops": hops}
+        payload = {
+            "records": [r.to_wire() for r in records],
+            "timeout": timeout,
+            "hops": hops,
+            "draining": self.leaving,  # the target learns at once that we own nothing now
+        }
         try:
             reply = await self._request(node, kind, payload, timeout=timeout + 1.0)
         except HubError as exc:
@@ -786,70 +821,70 @@ class Coordinator:
     async def stop_children(
         self, ids: list[str], reason: Any
     ) -> tuple[list[tuple[str, list[str]]], dict[str, HubError]]:
-        """Stop children wherever they run; their tombstones make the stop final."""
-        groups: dict[str, list[str]] = {}
+        """Stop children for good: write their tombstones, then hand them to every peer (each
+        stops the copy it has, if any) and wait for the answers. A copy that is in flight (a
+        move) cannot start after this returns: its target has the tombstone."""
         tombstones: dict[str, Record] = {}
+        known: list[str] = []
         now = time.time()
         for cid in ids:
             record = self.desired.live(cid)
             if record is not None:
-                tombstones[cid] = record.successor(self.node, STOPPED, str(reason), now)
-            nodes = {n for n, _ in self.running_on(cid)}
-            if self.runtime.get(cid) is not None:
-                nodes.add(self.node)
-            if not nodes and record is None:
-                continue
-            for target in nodes:
-                groups.setdefault(target, []).append(cid)
+                tombstones[cid] = record.successor(self.origin, STOPPED, str(reason), now)
+            if record is not None or self.runtime.get(cid) is not None or self.running_on(cid):
+                known.append(cid)
         self._learn(tombstones.values(), publish=True)
         failed: dict[str, HubError] = {}
         stopped: dict[str, list[str]] = {}
-        local = groups.pop(self.node, [])
+        wire = [r.to_wire() for r in tombstones.values()]
 
-        async def stop_on(target: str, group: list[str]) -> None:
-            wire = [tombstones[c].to_wire() for c in group if c in tombstones]
+        async def stop_on(target: str) -> None:
             try:
                 reply = await self._request(
-                    target, "stop", [group, str(reason), wire], timeout=30.0
+                    target, "stop", [known, str(reason), wire], timeout=30.0
                 )
             except HubError as exc:
-                failed.update((cid, HubError(f"{target}: {exc}")) for cid in group)
+                for cid in known:
+                    if any(n == target for n, _ in self.running_on(cid)):
+                        failed[cid] = HubError(f"{target}: {exc}")
                 return
-            bad = {cid: error_from_wire(cid, *err) for cid, err in reply}
-            failed.update(bad)
-            for cid in group:
-                if cid not in bad:
+            for cid, err in reply:
+                if err is None:
                     stopped.setdefault(cid, []).append(target)
+                elif err[0] != "NotFound":
+                    failed[cid] = error_from_wire(cid, *err)
 
-        tasks = [stop_on(t, g) for t, g in groups.items()]
-        if local:
+        async def stop_here() -> None:
+            local = [cid for cid in known if self.runtime.get(cid) is not None]
             self._expected.update(local)
+            try:
+                result = await self.runtime.stop(local, reason)
+            finally:
+                self._expected.difference_update(local)
+            failed.update(result.errors)
+            for cid, _ in result.stopped:
+                stopped.setdefault(cid, []).append(self.node)
 
-            async def stop_here() -> None:
-                try:
-                    result = await self.runtime.stop(local, reason)
-                finally:
-                    self._expected.difference_update(local)
-                failed.update(result.errors)
-                for cid, _ in result.stopped:
-                    stopped.setdefault(cid, []).append(self.node)
-
-            tasks.append(stop_here())
-        await asyncio.gather(*tasks)
-        for cid in ids:
-            if cid in tombstones and cid not in stopped and cid not in failed:
-                stopped[cid] = []  # it should have run but ran nowhere: its stop is recorded
+        if known:
+            await asyncio.gather(stop_here(), *(stop_on(peer) for peer in list(self.members)))
+        for cid in tombstones:
+            if cid not in stopped and cid not in failed:
+                stopped[cid] = []  # it ran nowhere: its stop is recorded
         return [(cid, sorted(stopped[cid])) for cid in ids if cid in stopped], failed
 
     async def _serve_stop(self, payload: Any) -> list[Any]:
+        """Learn the tombstones, stop the local copies; ``[[cid, None | error]]`` for the
+        children that were here or failed to stop."""
         ids, reason, wire = payload
         self._learn(record_from_wire(r) for r in wire)
-        self._expected.update(ids)
+        local = [cid for cid in ids if self.runtime.get(cid) is not None]
+        self._expected.update(local)
         try:
-            result = await self.runtime.stop(list(ids), reason)
+            result = await self.runtime.stop(local, reason)
         finally:
-            self._expected.difference_update(ids)
-        return [[cid, error_to_wire(exc)] for cid, exc in result.errors]
+            self._expected.difference_update(local)
+        out: list[Any] = [[cid, None] for cid, _ in result.stopped]
+        return out + [[cid, error_to_wire(exc)] for cid, exc in result.errors]
 
     # -- leaving -------------------------------------------------------------------------------
 
@@ -905,12 +940,11 @@ class Coordinator:
     # -- registry sync -------------------------------------------------------------------------
 
     def _entry_wire(self, entry: Entry) -> list[Any]:
-        return [entry.pid.to_wire(), self._record_wire(entry)]
+        return entry_to_wire(entry, self.record_of(entry.spec, entry.metadata, entry.epoch))
 
     async def _publisher(self) -> None:
         """Coalesce local writes for ``batch_window``, then send them to every peer: records
         and a delta, or a snapshot to a peer that missed something."""
-        registry = self.registry
         while True:
             if self._behind:
                 with contextlib.suppress(TimeoutError):
@@ -919,11 +953,17 @@ class Coordinator:
             else:
                 await self._dirty_registry.wait()
             await asyncio.sleep(self.sync.batch_window)
-            self._dirty_registry.clear()
-            await self.publish(registry)
+            await self.publish_now()
 
-    async def publish(self, registry: Any) -> None:
-        local = registry.local
+    async def publish_now(self) -> None:
+        """Send what changed since the last publication to every peer, now (one publication
+        at a time, so that frames keep their order on every link)."""
+        async with self._publish_lock:
+            self._dirty_registry.clear()
+            await self._publish()
+
+    async def _publish(self) -> None:
+        local = self.registry.local
         delta = local.changes_since(self._published)
         carried = {  # records that travel with their registry entry need no frame of their own
             cid: entry.epoch
@@ -950,7 +990,7 @@ class Coordinator:
                     delta.base + min(len(delta.ops), i + self.chunk),
                     delta.ops[i : i + self.chunk],
                 )
-                frames.append(("delta", delta_to_wire(part, self._record_wire)))
+                frames.append(("delta", delta_to_wire(part, self._entry_wire)))
         snapshot_frames = self._snapshot_frames() if behind else []
         self._published = local.version
 
@@ -1041,16 +1081,17 @@ class Coordinator:
                 return
             pending = [(cid, pid) for cid, pid in pending if missing(cid, pid)]
 
-    def _apply_changes(self, changes: Iterable[Change]) -> None:
+    def _apply_changes(self, changes: Iterable[Change], *, dropped: bool = False) -> None:
+        """Tell the hooks and the planner what a registry change did (``dropped``: a departed
+        node's partition was forgotten)."""
         self._registry_changed.set()
         events = self.runtime.events
         now = asyncio.get_running_loop().time()
-        moved_here = f"moved:{self.node}"
         for change in changes:
             self._dirty.add(change.child_id)
             if change.kind != "removed":
                 assert change.pid is not None
-                self._incoming.pop(change.child_id, None)
+                self._in_transit.pop(change.child_id, None)
                 if change.kind == "replaced":
                     update = PidUpdate(change.node, change.child_id, change.pid)
                     events.emit(Hook.CHILD_PROCESS_PID_UPDATE, update)
@@ -1059,8 +1100,10 @@ class Coordinator:
                     PidInserted(change.child_id, [(change.node, change.pid)]),
                 )
             else:
-                if change.reason == moved_here:
-                    self._incoming[change.child_id] = now + MOVE_WINDOW
+                # no owner starts it while it may be moving: a move says so, and a removal seen
+                # in a snapshot (which carries no reasons) may be one
+                if change.reason.startswith("moved:") or (not change.reason and not dropped):
+                    self._in_transit[change.child_id] = now + MOVE_WINDOW
                 events.emit(Hook.REGISTRY_PID_REMOVED, PidRemoved(change.child_id, [change.node]))
         self._wake.set()
 
@@ -1104,6 +1147,13 @@ class Coordinator:
             )
             if self.members.get(node) == boot:
                 self._synced(node)
+
+    async def _send_ended(self, peer: str) -> None:
+        """Give a joiner every record of a child that should not run (tombstones, burials) at
+        once: a registry entry of a stale copy must not make it restart a stopped child."""
+        ended = [r.to_wire() for r in self.desired if r.status != LIVE]
+        for i in range(0, len(ended), self.chunk):
+            await self._send(peer, "records", ended[i : i + self.chunk])
 
     def _synced(self, peer: str) -> None:
         """We hold ``peer``'s current partition: decisions that waited for it can be made."""
@@ -1210,6 +1260,12 @@ class Coordinator:
             raise InvalidSpec(f"malformed {kind!r} from {peer.name}: {exc}") from None
 
     async def _handle(self, peer: NodeId, kind: str, payload: Any) -> Any:
+        known = self.members.get(peer.name)
+        stranger = known is None or (peer.boot_id != "" and known != peer.boot_id)
+        if kind in ("delta", "records", "snapshot") and stranger:
+            # not a member yet (or an old boot): what it runs is fetched once it joins, so no
+            # record is learnt here without the partition that says where the child runs
+            return None
         if kind == "delta":
             if not self._apply_delta(peer.name, payload) and peer.name not in self._parts:
                 await self._catch_up(peer.name)
@@ -1242,6 +1298,10 @@ class Coordinator:
             )
             return None
         if kind in ("start", "migrate"):
+            drains = payload.get("draining") is True and peer.name in self.members
+            if drains and peer.name not in self.draining:
+                self.draining.add(peer.name)
+                self._topology_changed(())
             records = [record_from_wire(r) for r in payload["records"]]
             timeout = float(payload.get("timeout", self.start_timeout))
             hops = int(payload.get("hops", 0))

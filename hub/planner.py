@@ -18,8 +18,9 @@ live nodes that run it:
 * an owner without a copy starts one when no copy runs anywhere live (failover, after a
   death, a failed move, a lost start) or, under replication, when a replica is missing and no
   non-owner copy is left to move in; it waits while a peer's registry is not yet synced (the
-  child may run there), while a move toward it is announced, and during the restart backoff
-  after a failed start; past the child's restart intensity it buries the child instead;
+  child may run there), while the child is in transit between two nodes (whoever the move's
+  target), and during the restart backoff after a failed start; past the child's restart
+  intensity it buries the child instead (a replica that cannot start buries nothing);
 * a local copy whose record is stopped, buried, or newer than the copy (the child was
   stopped and started again elsewhere) stops.
 
@@ -161,8 +162,11 @@ class Plan:
     orphans: list[str] = field(default_factory=list)
     #: the earliest time a decision deferred by this plan is due (a backoff, a deadline).
     wake_at: float | None = None
+    #: the children whose decision was deferred: the shell plans them again by ``wake_at``.
+    deferred: list[str] = field(default_factory=list)
 
-    def _wake(self, at: float) -> None:
+    def _defer(self, child_id: str, at: float) -> None:
+        self.deferred.append(child_id)
         if self.wake_at is None or at < self.wake_at:
             self.wake_at = at
 
@@ -188,24 +192,29 @@ class Planner:
         candidates: Iterable[str],
         *,
         busy: Mapping[str, float] | None = None,
-        incoming: Mapping[str, float] | None = None,
+        in_transit: Mapping[str, float] | None = None,
+        arrived: Mapping[str, float] | None = None,
         failures: Mapping[str, Failures] | None = None,
         now: float = 0.0,
     ) -> Plan:
         """Actions for the ``candidates`` (child ids; the shell passes those whose inputs
         changed, or all of them). ``busy``: children with an operation of this node in flight
-        (until a deadline: past it they are planned again); ``incoming``: children announced to
-        be moving here (until a deadline); ``failures``: failed starts here."""
+        (until a deadline: past it they are planned again); ``in_transit``: children that left
+        a node to move to another (until a deadline, or until they show up again), which no
+        owner starts meanwhile; ``arrived``: local copies that just moved in (until a
+        deadline), which do not lose a conflict meanwhile (the view that says another copy
+        runs may be stale); ``failures``: failed starts here."""
         plan = Plan()
         busy = busy or {}
-        incoming = incoming or {}
+        in_transit = in_transit or {}
+        arrived = arrived or {}
         failures = failures or {}
         me = view.me
         live = view.live
         for cid in dict.fromkeys(candidates):
             until = busy.get(cid)
             if until is not None and until > now:
-                plan._wake(until)
+                plan._defer(cid, until)
                 continue
             record = desired.get(cid)
             mine = local.get(cid)
@@ -231,15 +240,17 @@ class Planner:
             if mine is not None:
                 if me not in owners and not view.locked:
                     if now < view.settle_at:
-                        plan._wake(view.settle_at)
+                        plan._defer(cid, view.settle_at)
                     else:
-                        self._relocate(plan, cid, me, owners, copies, view)
+                        self._relocate(plan, cid, me, owners, copies, view, arrived.get(cid), now)
                 continue
             if me not in owners or view.locked:
                 if not copies:
                     plan.orphans.append(cid)
                 continue
-            self._maybe_start(plan, cid, record, me, owners, copies, view, incoming, failures, now)
+            self._maybe_start(
+                plan, cid, record, me, owners, copies, view, in_transit, failures, now
+            )
         return plan
 
     def _relocate(
@@ -250,6 +261,8 @@ class Planner:
         owners: list[str],
         copies: list[str],
         view: View,
+        arrived: float | None,
+        now: float,
     ) -> None:
         """The local copy is not on an owner: move it to a missing owner, or stop it."""
         missing = [o for o in owners if o not in copies]
@@ -260,6 +273,9 @@ class Planner:
             if target in view.unsynced:
                 return  # it may run there already: decide once its registry is known
             plan.actions.append(Move(cid, target, self.hot_moves))
+            return
+        if arrived is not None and arrived > now:
+            plan._defer(cid, arrived)  # it just moved here: the other copy may be gone already
             return
         holders = [o for o in owners if o in copies]
         winner = holders[0] if holders else strays[0]
@@ -275,7 +291,7 @@ class Planner:
         owners: list[str],
         copies: list[str],
         view: View,
-        incoming: Mapping[str, float],
+        in_transit: Mapping[str, float],
         failures: Mapping[str, Failures],
         now: float,
     ) -> None:
@@ -286,7 +302,7 @@ class Planner:
             if strays or on_owners >= len(owners):
                 return  # a stray copy moves in, or every owner has one
             if now < view.settle_at:
-                plan._wake(view.settle_at)
+                plan._defer(cid, view.settle_at)
                 return
             reason: Literal["failover", "replica"] = "replica"
         else:
@@ -295,17 +311,18 @@ class Planner:
             if not copies:
                 plan.orphans.append(cid)
             return  # a peer whose registry is not known yet may run it
-        until = incoming.get(cid)
+        until = in_transit.get(cid)
         if until is not None and until > now:
-            plan._wake(until)
+            plan._defer(cid, until)
             return
         failed = failures.get(cid)
         if failed is not None:
             if failed.attempts > record.spec.max_restarts:
-                plan.actions.append(Bury(cid, record, failed.attempts, failed.error))
+                if not copies:  # a replica that cannot start here does not bury the child
+                    plan.actions.append(Bury(cid, record, failed.attempts, failed.error))
                 return
             if failed.retry_at > now:
-                plan._wake(failed.retry_at)
+                plan._defer(cid, failed.retry_at)
                 if not copies:
                     plan.orphans.append(cid)
                 return

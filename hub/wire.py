@@ -29,6 +29,7 @@ from .registry import Delta, Entry
 __all__ = [
     "delta_to_wire",
     "entry_from_wire",
+    "entry_to_wire",
     "error_from_wire",
     "error_to_wire",
     "pid_from_wire",
@@ -74,22 +75,29 @@ def record_from_wire(data: Any) -> Record:
     return Record.from_wire(data)
 
 
+def entry_to_wire(entry: Entry, record: Record) -> list[Any]:
+    """A registry entry as ``[pid, record, epoch]``: ``record`` is the desired record as the
+    writer knows it (possibly newer than the copy: a tombstone), ``epoch`` the copy's."""
+    return [[entry.node, entry.boot_id, entry.local_id], record.to_wire(), entry.epoch]
+
+
 def entry_from_wire(item: Any, known: Callable[[str], Record | None]) -> tuple[Record, Entry]:
-    """A registry entry ``[pid, record]`` and the desired record it carries. When ``known``
-    (the local desired table's lookup) holds the same version of the record, the entry shares
-    that record's spec and metadata objects."""
-    pid_wire, record_wire = item
+    """A registry entry and the desired record it carries. When ``known`` (the local desired
+    table's lookup) holds the same version of the record, the entry shares that record's spec
+    and metadata objects."""
+    pid_wire, record_wire, epoch = item
+    if type(epoch) is not int:
+        raise ValueError("malformed registry entry epoch")
     record = record_from_wire(record_wire)
     held = known(record.spec.id)
     if held is not None and held.key() == record.key():
         record = held
-    return record, Entry.of(record.spec, pid_from_wire(pid_wire), record.metadata, record.epoch)
+    return record, Entry.of(record.spec, pid_from_wire(pid_wire), record.metadata, epoch)
 
 
-def delta_to_wire(delta: Delta, record_of: Any) -> list[Any]:
+def delta_to_wire(delta: Delta, entry_wire: Callable[[Entry], list[Any]]) -> list[Any]:
     ops = [
-        [cid, entry if isinstance(entry, str) else [entry.pid.to_wire(), record_of(entry)]]
-        for cid, entry in delta.ops
+        [cid, entry if isinstance(entry, str) else entry_wire(entry)] for cid, entry in delta.ops
     ]
     return [delta.node, delta.boot_id, delta.base, delta.version, ops]
 

@@ -178,10 +178,10 @@ def test_a_failed_start_waits_for_its_backoff_then_retries_then_is_buried() -> N
 
 def test_an_announced_move_is_waited_for() -> None:
     args = (view("b", "a"), owners({"c": ["b"]}), table(record("c")), Running({}), {}, ["c"])
-    plan = Planner().plan(*args, incoming={"c": 7.0}, now=2.0)
+    plan = Planner().plan(*args, in_transit={"c": 7.0}, now=2.0)
     assert plan.actions == []
     assert plan.wake_at == 7.0
-    assert Planner().plan(*args, incoming={"c": 7.0}, now=7.5).actions[0].child_id == "c"
+    assert Planner().plan(*args, in_transit={"c": 7.0}, now=7.5).actions[0].child_id == "c"
 
 
 def test_busy_children_are_skipped_until_their_deadline() -> None:
@@ -265,3 +265,26 @@ def test_moves_stops_of_surplus_and_replicas_wait_for_the_membership_to_settle()
         owners({"c": ["b"]}), table(record("c")), Running({}), {}, ["c"], now=9.0,
     )  # fmt: skip
     assert orphan.actions == [Start("c", record("c"), "failover")]
+
+
+def test_a_copy_that_just_moved_in_does_not_lose_a_conflict_until_its_deadline() -> None:
+    args = (
+        view("t", "s", "o"), owners({"c": ["o"]}), table(record("c")),
+        Running({"c": [("o", 1)]}), {"c": LocalChild(1, "running")}, ["c"],
+    )  # fmt: skip
+    early = Planner().plan(*args, arrived={"c": 5.0}, now=1.0)
+    assert early.actions == []
+    assert early.deferred == ["c"]
+    assert Planner().plan(*args, arrived={"c": 5.0}, now=5.0).actions == [
+        Conflict("c", "o", "t"),
+        Stop("c", "conflict"),
+    ]
+
+
+def test_a_replica_that_cannot_start_buries_nothing() -> None:
+    planner = Planner(replication_factor=2)
+    plan = planner.plan(
+        view("b", "a"), owners({"c": ["a", "b"]}), table(record("c", max_restarts=1)),
+        Running({"c": [("a", 1)]}), {}, ["c"], failures={"c": Failures(2, 0.0, "boom")},
+    )  # fmt: skip
+    assert plan.actions == []
