@@ -625,7 +625,7 @@ class Coordinator:
                 # moved child here and there at once
                 await self.publish_now()
                 results = await self.start_remote(target, records, self.start_timeout, "migrate")
-                failed = [(cid, r) for cid, r in results if not isinstance(r, Pid)]
+                failed = [(cid, r) for cid, r in results if not isinstance(r, Pid | AlreadyStarted)]
                 if failed:
                     logger.warning(
                         "hub %s: %d children did not move to %s (%s); their owner restarts them",
@@ -732,10 +732,18 @@ class Coordinator:
         )
         return [outcome for part in parts for outcome in part]
 
-    def _refusal(self, record: Record) -> Pid | HubError | None:
+    def _refusal(self, record: Record, kind: str) -> Pid | HubError | None:
         """Why ``record`` is not started here now (checked right before the start, after any
-        wait): it already runs here, or the desired state has moved past it."""
+        wait): it already runs here, the desired state has moved past it, or (a move) this node
+        does not own it and an owner already runs it: the sender's view was partial (a heal
+        still converging), and the child is safe where it is."""
         cid = record.spec.id
+        if kind == "migrate":
+            owners = self.owners(cid)
+            if self.node not in owners:
+                holders = [n for n, _ in self.running_on(cid) if n in owners]
+                if holders:
+                    return AlreadyStarted(cid, holders[0])
         child = self.runtime.get(cid)
         if child is not None:
             if self.runtime.epoch(cid) == record.epoch and child.ctx is not None:
@@ -755,7 +763,7 @@ class Coordinator:
         out: list[tuple[str, Pid | HubError]] = []
         mine = []
         for record in records:
-            refused = self._refusal(record)
+            refused = self._refusal(record, kind)
             if refused is None:
                 mine.append(record)
             else:
