@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -103,6 +104,7 @@ START_BATCH = 5_000  # records in one start request (bounded frames)
 MOVE_WINDOW = 5.0  # seconds a node waits for a child announced to be moving to it
 LEAVE_TIMEOUT = 30.0  # at most this long to hand children off before leaving
 FLUSH_TIMEOUT = 2.0  # at most this long for peers to acknowledge the final registry state
+STABLE_DIFF = 1.0  # seconds a desired bucket must differ the same way before it is pushed
 SYNC_INTERVAL = 0.1  # anti-entropy period while a topology change is not yet synchronized
 MAX_SNAPSHOT_PARTS = 10_000
 
@@ -135,6 +137,7 @@ class Coordinator:
         self.start_timeout = start_timeout
         self.backoff = backoff or Backoff(base=0.05, cap=2.0)
         self.rf = int(self.redundancy.replication_factor)
+        self._guided = is_spec_aware(self.distribution)  # checked once: a Protocol check is slow
         self.chunk = max(1, int(self.sync.max_batch))  # registry ops or entries per frame
         self.planner = Planner(
             replication_factor=self.rf,
@@ -157,7 +160,7 @@ class Coordinator:
         self._arrived: dict[str, float] = {}
         self._failures: dict[str, Failures] = {}
         self._expected: set[str] = set()  # local removals this node asked for
-        self._deferred: set[str] = set()  # decisions the last plan put off until its wake_at
+        self._deferred: list[tuple[float, str]] = []  # heap: (due, child id) put off until due
         self._wake = asyncio.Event()
         self._changed_at = -1e9
         #: moves wait this long after a topology change (views converge within a probe period)
@@ -173,7 +176,7 @@ class Coordinator:
         self._behind: set[str] = set()  # peers that need a snapshot of our partition
         self._parts: dict[str, tuple[str, int, int, list[Entry]]] = {}
         self._peer_state: dict[str, Any] = {}
-        self._differing: dict[str, dict[int, tuple[int, int]]] = {}
+        self._differing: dict[str, dict[int, tuple[int, int, float]]] = {}
         self._catching: set[str] = set()
         self._sync_pending = False
         self._registry_changed = asyncio.Event()
@@ -357,7 +360,7 @@ class Coordinator:
         """Merge records; returns those that changed the table."""
         changed = []
         now = time.time()
-        guided = is_spec_aware(self.distribution)
+        guided = self._guided
         for record in records:
             if not self.desired.merge(record, now):
                 continue
@@ -458,11 +461,14 @@ class Coordinator:
         loop = asyncio.get_running_loop()
         if self._full:
             self._full = False
-            candidates: Iterable[str] = [*self.desired.ids(), *self.runtime.child_ids()]
+            candidates = {*self.desired.ids(), *self.runtime.child_ids()}
             self._dirty.clear()
         else:
-            candidates, self._dirty = self._dirty | self._deferred, set()
+            candidates, self._dirty = self._dirty, set()
         now = loop.time()
+        deferred = self._deferred
+        while deferred and deferred[0][0] <= now:  # decisions that were put off until now
+            candidates.add(heapq.heappop(deferred)[1])
         if now >= self._expire_at:  # deadlines of operations in flight: at most twice a second
             self._expire_at = now + 0.5
             for deadlines in (self._busy, self._in_transit, self._arrived):
@@ -483,8 +489,12 @@ class Coordinator:
             now=now,
         )
         self._orphans = set(plan.orphans) | (self._orphans - set(candidates))
-        self._deferred = set(plan.deferred)
+        for item in plan.deferred:
+            heapq.heappush(self._deferred, item)
         self._execute(plan, now)
+        if self._deferred:
+            due = self._deferred[0][0]
+            return due if plan.wake_at is None else min(due, plan.wake_at)
         return plan.wake_at
 
     def _execute(self, plan: Plan, now: float) -> None:
@@ -650,7 +660,7 @@ class Coordinator:
         """Route a start request: one batch per owner; returns ``(started, errors)``."""
         errors: list[tuple[str, HubError]] = []
         groups: dict[str, list[Record]] = {}
-        guided = is_spec_aware(self.distribution)
+        guided = self._guided
         if guided:
             self.distribution.guide(specs)  # type: ignore[attr-defined]
         for spec in specs:
@@ -706,7 +716,7 @@ class Coordinator:
     ) -> list[tuple[str, Pid | HubError]]:
         """Start records here (``kind="migrate"``: a move, accepted whoever owns it), or
         forward those this node does not own (at most :data:`MAX_HOPS` times)."""
-        if is_spec_aware(self.distribution):
+        if self._guided:
             self.distribution.guide([r.spec for r in records])  # type: ignore[attr-defined]
         forward: dict[str, list[Record]] = {}
         mine: list[Record] = []
@@ -1205,8 +1215,8 @@ class Coordinator:
 
     async def _on_state(self, peer: NodeId, payload: Any) -> None:
         """A peer's registry version and desired digests: catch up on its partition if ours
-        is behind, and push the desired buckets that differ the same way twice in a row (a
-        difference that changes is records still in flight)."""
+        is behind, and push the desired buckets that have differed the same way for
+        :data:`STABLE_DIFF` (a difference that changes is records still in flight)."""
         boot, version, digests, state = payload
         name = peer.name
         part = self.registry.partitions.get(name)
@@ -1216,9 +1226,16 @@ class Coordinator:
         if not current and name in self.members and name not in self._parts:
             await self._catch_up(name)
         mine = self.desired.digests()
-        differing = {i: (digests[i], mine[i]) for i in self.desired.differing(digests)}
+        now = asyncio.get_running_loop().time()
         before = self._differing.get(name, {})
-        repeated = [i for i, pair in differing.items() if before.get(i) == pair]
+        differing: dict[int, tuple[int, int, float]] = {}
+        for i in self.desired.differing(digests):
+            seen = before.get(i)
+            same = seen is not None and seen[:2] == (digests[i], mine[i])
+            differing[i] = seen if same and seen is not None else (digests[i], mine[i], now)
+        repeated = [i for i, (_, _, since) in differing.items() if now - since >= STABLE_DIFF]
+        for i in repeated:
+            differing[i] = (*differing[i][:2], now)  # pushed: wait as long again
         self._differing[name] = differing
         if repeated:
             records = [r.to_wire() for r in self.desired.bucket_records(repeated)]

@@ -162,11 +162,12 @@ class Plan:
     orphans: list[str] = field(default_factory=list)
     #: the earliest time a decision deferred by this plan is due (a backoff, a deadline).
     wake_at: float | None = None
-    #: the children whose decision was deferred: the shell plans them again by ``wake_at``.
-    deferred: list[str] = field(default_factory=list)
+    #: the children whose decision was deferred, with when it is due: the shell plans each
+    #: again at that time.
+    deferred: list[tuple[float, str]] = field(default_factory=list)
 
     def _defer(self, child_id: str, at: float) -> None:
-        self.deferred.append(child_id)
+        self.deferred.append((at, child_id))
         if self.wake_at is None or at < self.wake_at:
             self.wake_at = at
 
@@ -214,8 +215,7 @@ class Planner:
         for cid in dict.fromkeys(candidates):
             until = busy.get(cid)
             if until is not None and until > now:
-                plan._defer(cid, until)
-                continue
+                continue  # planned again when the operation ends (or its deadline passes)
             record = desired.get(cid)
             mine = local.get(cid)
             if mine is not None and mine.state == "stopping":

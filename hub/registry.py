@@ -118,7 +118,7 @@ class Partition:
 class Registry:
     """All partitions known to this node, with the local one writable."""
 
-    def __init__(self, node: str, boot_id: str, *, log_size: int = 10_000) -> None:
+    def __init__(self, node: str, boot_id: str, *, log_size: int = 200_000) -> None:
         self.node = node
         self.local = Partition(node, boot_id, log_size)
         self.partitions: dict[str, Partition] = {node: self.local}
