@@ -80,3 +80,25 @@ async def idle(ctx: ProcessContext) -> None:
 
 def not_async(ctx: ProcessContext) -> None:
     return None
+
+
+class FailsOn(Process):
+    """``init`` fails on the node named by its argument (it depends on something that node
+    lacks) and succeeds everywhere else; a call answers the node it runs on."""
+
+    async def init(self, node: str) -> None:
+        if self.ctx.node == node:
+            raise RuntimeError(f"{self.ctx.child_id} cannot run on {node}")
+
+    async def handle_call(self, message: Any) -> Any:
+        return self.ctx.node
+
+
+class Unencodable(Process):
+    """Answers every call with a value msgpack cannot encode (a set; ``object()`` when asked
+    ``"object"``)."""
+
+    async def handle_call(self, message: Any) -> Any:
+        if message == "object":
+            return object()
+        return {1, 2, 3}

@@ -1,31 +1,64 @@
 """A cluster node in its own OS process, driven by the tests.
 
-Prints one JSON object per line on stdout (``listening``, ``member``, ``conflict``, ``hook``,
-replies to commands) and reads JSON commands on stdin: ``members``, ``partition``, ``heal``,
-``drop``, ``delay``, ``stats``, ``leave`` (graceful stop and exit).
+Prints one JSON object per line on stdout and reads JSON commands on stdin.
+
+Events: ``listening``, ``member`` (membership changes), ``conflict`` (name conflict), ``hook``
+(join/leave hooks), ``migrated`` (``CHILDREN_MIGRATED``: ``n`` and ``ids``), ``forwarded``
+(``FORWARDED_MIGRATION``), ``buried_hook`` (``CHILD_BURIED``), ``child_conflict``
+(``CHILD_CONFLICT``), ``synchronized`` (``CLUSTER_SYNCHRONIZED``, with the number of children
+this node's registry holds at that moment), ``reached`` (a ``watch`` condition held).
+
+Commands (a command may carry ``rid``; its reply echoes it): ``members``, ``partition``,
+``heal``, ``drop``, ``delay``, ``stats``, ``leave`` (graceful stop of hub and node, then exit),
+and with a hub: ``start``, ``stop``, ``stop_all``, ``registry``, ``local``, ``lookup``,
+``nodes``, ``startups``, ``buried``, ``call``, ``drain``, ``hub_stop``, ``memory``, ``watch``.
+Hub commands run concurrently (each in its own task); a command that raises answers
+``{"ev": "error"}``. Every read goes through the hub's public API.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import gc
 import json
 import logging
+import re
 import sys
 import time
+import tracemalloc
 from collections import Counter
 from typing import Any
 
-from hub import WILDCARD, ChildSpec, Hook, HookHandler, Hub
-from hub.cluster.faults import Faults
+import hub as hub_api
+from hub import WILDCARD, ChildSpec, Hook, HookHandler, Hub, HubError
 from hub.cluster.membership import MemberEvent, NameConflict
-from hub.cluster.node import Node, NodeEvent
+from hub.cluster.node import NodeEvent
+from strategies import Guided
+
+try:  # the test facility's public names (DESIGN.md section 3)
+    from hub.cluster import Faults, Node
+except ImportError:  # not exported yet
+    from hub.cluster.faults import Faults
+    from hub.cluster.node import Node
+
+# Exception classes exported by ``hub`` (what a user can catch by name).
+EXPORTED = {
+    obj
+    for name in hub_api.__all__
+    if isinstance(obj := getattr(hub_api, name), type) and issubclass(obj, BaseException)
+}
 
 
 def emit(**fields: Any) -> None:
     fields["t"] = time.monotonic()
     sys.stdout.write(json.dumps(fields, default=str) + "\n")
     sys.stdout.flush()
+
+
+def reply(request: dict[str, Any], ev: str, **fields: Any) -> None:
+    emit(ev=ev, rid=request.get("rid"), **fields)
 
 
 def on_event(event: NodeEvent) -> None:
@@ -43,77 +76,284 @@ def count_startups(startups: list[tuple[str, Any]]) -> None:
     STARTUPS.update(cid for cid, _ in startups)
 
 
+def describe_error(exc: BaseException) -> dict[str, Any]:
+    """What a test needs to judge an exception a user would see."""
+    cls = type(exc)
+    return {
+        "type": f"{cls.__module__}.{cls.__qualname__}",
+        "name": cls.__name__,
+        "message": str(exc),
+        "hub_error": isinstance(exc, HubError),
+        "exported": cls in EXPORTED,
+    }
+
+
+def vm_rss() -> int:
+    """This process's resident set size in bytes (``VmRSS`` of /proc/self/status)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def malloc_trim() -> bool:
+    """Hand the C heap's free memory back to the system (glibc), so that RSS counts what is
+    in use rather than the allocator's high-water mark; False where unavailable."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
+def make_specs(cmd: dict[str, Any]) -> list[ChildSpec]:
+    """``ids`` (explicit) or ``n`` ids ``prefix0..`` ; ``proc`` names the process; ``args``
+    (shared) or ``[i]`` (the default: a Counter starting at its index); ``spec``: further
+    ChildSpec keyword arguments (``max_restarts``, ``metadata``, ...)."""
+    proc = cmd.get("proc", "tests.procs:Counter")
+    extra = cmd.get("spec", {})
+    ids = list(cmd["ids"]) if "ids" in cmd else [f"{cmd['prefix']}{i}" for i in range(cmd["n"])]
+    shared = cmd.get("args")
+    specs = []
+    for i, cid in enumerate(ids):
+        args = shared if shared is not None else [_index(cid, i)]
+        specs.append(ChildSpec(cid, proc, args=args, **extra))
+    return specs
+
+
+def _index(cid: str, i: int) -> int:
+    """The number an id ends with (``c17`` -> 17), else its position in the request."""
+    found = re.search(r"(\d+)$", cid)
+    return int(found.group(1)) if found else i
+
+
 async def hub_command(hub: Hub | None, cmd: dict[str, Any]) -> None:
     assert hub is not None, "this node runs no hub"
     match cmd["cmd"]:
         case "start":
-            specs = [
-                ChildSpec(f"{cmd['prefix']}{i}", "tests.procs:Counter", args=[i])
-                for i in range(cmd["n"])
-            ]
-            res = await hub.start_children(specs, timeout=30)
-            emit(ev="started", ok=len(res.started), errors=[str(e) for _, e in res.errors][:5])
+            specs = make_specs(cmd)
+            # "timeout": null (or absent with "default_timeout") uses the hub's default
+            timeout = None if cmd.get("default_timeout") else cmd.get("timeout", 30)
+            res = await hub.start_children(specs, timeout=timeout)
+            reply(
+                cmd,
+                "started",
+                ok=len(res.started),
+                status=res.status,
+                n_errors=len(res.errors),
+                errors=[str(e) for _, e in res.errors][:5],
+                error_ids=[cid for cid, _ in res.errors][:1000],
+                placed={cid: [n for n, _ in where] for cid, where in res.started[:1000]},
+            )
+        case "stop":
+            res = await hub.stop_children(cmd["ids"])
+            reply(
+                cmd,
+                "stopped_ids",
+                ok=len(res.stopped),
+                errors=[[cid, describe_error(e)] for cid, e in res.errors][:100],
+            )
         case "stop_all":
             res = await hub.stop_children([cid for cid, _ in hub.process_list()])
-            emit(ev="stopped_all", ok=len(res.stopped), errors=len(res.errors))
+            reply(cmd, "stopped_all", ok=len(res.stopped), errors=len(res.errors))
         case "registry":
-            emit(
-                ev="registry",
+            reply(
+                cmd,
+                "registry",
                 children={cid: [n for n, _ in where] for cid, where in hub.process_list()},
             )
+        case "local":
+            reply(cmd, "local", ids=[cid for cid, _ in hub.process_list("local")])
+        case "lookup":
+            reply(cmd, "lookup", where={cid: [n for n, _ in hub.lookup(cid)] for cid in cmd["ids"]})
+        case "nodes":
+            reply(cmd, "nodes", nodes=hub.nodes(include_local=True))
         case "startups":
-            emit(ev="startups", counts=dict(STARTUPS))
+            reply(cmd, "startups", counts=dict(STARTUPS))
+        case "buried":
+            reply(
+                cmd,
+                "buried",
+                ids=[b.child_id for b in hub.buried()],
+                attempts={b.child_id: getattr(b, "attempts", None) for b in hub.buried()},
+            )
+        case "call":
+            began = time.monotonic()
+            timeout = cmd.get("timeout", 10.0)
+            outcomes = await asyncio.gather(
+                *(hub.call(cid, cmd.get("message", "get"), timeout=timeout) for cid in cmd["ids"]),
+                return_exceptions=True,
+            )
+            results: dict[str, Any] = {}
+            for cid, outcome in zip(cmd["ids"], outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    results[cid] = {"ok": False, **describe_error(outcome)}
+                else:
+                    results[cid] = {"ok": True, "value": outcome}
+            reply(cmd, "called", results=results, began=began)
+        case "drain":
+            res = await hub.drain()
+            reply(cmd, "drained", ok=len(res.stopped), errors=len(res.errors))
+        case "hub_stop":
+            await hub.stop()
+            reply(cmd, "hub_stopped")
+        case "memory":
+            gc.collect()
+            traced = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None
+            rss = vm_rss()
+            trimmed = vm_rss() if malloc_trim() else None
+            top = []
+            if cmd.get("top") and tracemalloc.is_tracing():  # the largest allocation sites
+                stats = tracemalloc.take_snapshot().statistics("lineno")[: cmd["top"]]
+                top = [[str(st.traceback[0]), st.size, st.count] for st in stats]
+            reply(cmd, "memory", rss=rss, rss_trimmed=trimmed, traced=traced, top=top)
         case "watch":
-            WATCHES.add(asyncio.create_task(watch(hub, cmd["count"], cmd.get("without"))))
-            emit(ev="ok", cmd="watch")
+            ids = cmd.get("ids") or [f"{cmd.get('prefix', 'c')}{i}" for i in range(cmd["count"])]
+            task = asyncio.create_task(watch(hub, ids, cmd.get("without"), cmd))
+            WATCHES.add(task)
+            task.add_done_callback(WATCHES.discard)
+            reply(cmd, "ok", cmd="watch")
+        case other:
+            raise ValueError(f"unknown command {other!r}")
 
 
 WATCHES: set[asyncio.Task[None]] = set()
 
 
-async def watch(hub: Hub, count: int, without: str | None) -> None:
-    """Report the moment this node's registry holds ``count`` children (and no partition of
-    ``without``): sums partition sizes every millisecond, O(nodes) per look."""
-    partitions = hub._registry.partitions
-    while not (  # noqa: ASYNC110 - sampling the registry is what is measured
-        sum(len(p.entries) for p in partitions.values()) == count
-        and (without is None or not partitions.get(without, None))
-    ):
+async def watch(hub: Hub, ids: list[str], without: str | None, cmd: dict[str, Any]) -> None:
+    """Report the moment this node's registry shows every child of ``ids`` somewhere (and,
+    with ``without``, none of them on that node).
+
+    Public reads only (``hub.lookup``): a cursor walks the ids in order and stops at the first
+    one not shown yet, so one look costs O(nodes) per id that became visible since the last
+    look (at most 5,000 per look), and the whole wait costs about one pass over the ids. Once
+    the cursor reaches the end, a full pass confirms it (a child seen earlier may have moved
+    since) before ``reached``."""
+    count = len(ids)
+
+    def shown(cid: str) -> bool:
+        where = hub.lookup(cid)
+        return bool(where) and (without is None or all(n != without for n, _ in where))
+
+    cursor = 0
+    while True:
+        limit = cursor + 5_000  # at most this many ids per look: the node keeps serving
+        while cursor < min(count, limit) and shown(ids[cursor]):
+            cursor += 1
+        if cursor == count:
+            missing = next((i for i, cid in enumerate(ids) if not shown(cid)), None)
+            if missing is None:
+                break
+            cursor = missing
         await asyncio.sleep(0.001)
-    emit(ev="reached", count=count)
+    reply(cmd, "reached", count=count)
+
+
+async def run_hub_command(hub: Hub | None, cmd: dict[str, Any]) -> None:
+    try:
+        await hub_command(hub, cmd)
+    except Exception as exc:
+        logging.getLogger("nodeproc").exception("command %s failed", cmd.get("cmd"))
+        reply(cmd, "error", cmd=cmd.get("cmd"), **describe_error(exc))
+
+
+COMMANDS: set[asyncio.Task[None]] = set()
 
 
 async def commands(node: Node, stop: asyncio.Event, hub: Hub | None) -> None:
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
+    reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while line := await reader.readline():
         cmd = json.loads(line)
-        faults = node.faults
-        assert faults is not None
-        match cmd["cmd"]:
-            case "members":
-                members = [[m.node.name, m.state.name, m.incarnation] for m in node.members()]
-                emit(ev="members", members=members)
-            case "partition":
-                faults.partition(cmd["groups"])
-                emit(ev="ok", cmd="partition")
-            case "heal":
-                faults.partition(None)
-                emit(ev="ok", cmd="heal")
-            case "drop":
-                faults.set_drop(cmd["p"])
-                emit(ev="ok", cmd="drop")
-            case "delay":
-                faults.set_delay(cmd["low"], cmd["high"])
-                emit(ev="ok", cmd="delay")
-            case "stats":
-                emit(ev="stats", **node.stats)
-            case "leave":
-                break
-            case _:
-                await hub_command(hub, cmd)
+        if cmd["cmd"] == "leave":
+            break
+        try:
+            node_command(node, hub, cmd)
+        except Exception as exc:
+            logging.getLogger("nodeproc").exception("command %s failed", cmd.get("cmd"))
+            reply(cmd, "error", cmd=cmd.get("cmd"), **describe_error(exc))
     stop.set()
+
+
+def node_command(node: Node, hub: Hub | None, cmd: dict[str, Any]) -> None:
+    """Membership and fault commands (answered at once); hub commands get their own task."""
+    faults = node.faults
+    assert faults is not None
+    match cmd["cmd"]:
+        case "members":
+            members = [
+                [m.node.name, m.state.name, m.incarnation, m.node.boot_id] for m in node.members()
+            ]
+            reply(cmd, "members", members=members)
+        case "partition":
+            faults.partition(cmd["groups"])
+            reply(cmd, "ok", cmd="partition")
+        case "heal":
+            faults.partition(None)
+            reply(cmd, "ok", cmd="heal")
+        case "drop":
+            faults.set_drop(cmd["p"])
+            reply(cmd, "ok", cmd="drop")
+        case "delay":
+            faults.set_delay(cmd["low"], cmd["high"])
+            reply(cmd, "ok", cmd="delay")
+        case "stats":
+            reply(cmd, "stats", **node.stats)
+        case _:
+            task = asyncio.create_task(run_hub_command(hub, cmd))
+            COMMANDS.add(task)
+            task.add_done_callback(COMMANDS.discard)
+
+
+def hub_hooks(holder: list[Hub]) -> dict[Hook | str, list[HookHandler]]:
+    """The hooks every hub of a node process reports on stdout."""
+
+    def report(ev: str, data: Any) -> None:
+        emit(ev="hook", hook=ev, data=data)
+
+    hooks: dict[Hook | str, list[HookHandler]] = {
+        e: [HookHandler(f"report_{e}", report, [str(e), WILDCARD])]
+        for e in (
+            Hook.PRE_CLUSTER_JOIN,
+            Hook.POST_CLUSTER_JOIN,
+            Hook.PRE_CLUSTER_LEAVE,
+            Hook.POST_CLUSTER_LEAVE,
+        )
+    }
+
+    def synchronized(data: Any) -> None:
+        emit(ev="synchronized", entries=len(holder[0].process_list()) if holder else None)
+
+    hooks[Hook.PROCESS_STARTUPS] = [HookHandler("count", count_startups)]
+    hooks[Hook.CHILDREN_MIGRATED] = [
+        HookHandler(
+            "migrated",
+            lambda d: emit(ev="migrated", n=len(d.specs), ids=[s.id for s in d.specs][:2000]),
+        )
+    ]
+    hooks[Hook.FORWARDED_MIGRATION] = [
+        HookHandler(
+            "forwarded",
+            lambda d: emit(ev="forwarded", to=[[n, len(ids)] for n, ids in d]),
+        )
+    ]
+    hooks[Hook.CHILD_BURIED] = [
+        HookHandler(
+            "buried",
+            lambda d: emit(ev="buried_hook", id=d.child_id, attempts=d.attempts, error=d.error),
+        )
+    ]
+    hooks[Hook.CHILD_CONFLICT] = [
+        HookHandler(
+            "conflict",
+            lambda d: emit(ev="child_conflict", id=d.child_id, winner=d.winner, loser=d.loser),
+        )
+    ]
+    hooks[Hook.CLUSTER_SYNCHRONIZED] = [HookHandler("synchronized", synchronized)]
+    return hooks
 
 
 async def main() -> None:
@@ -124,8 +364,13 @@ async def main() -> None:
     parser.add_argument("--cookie", default=None)
     parser.add_argument("--preset", default="local")
     parser.add_argument("--hub", default=None, help="also run a hub with this id")
+    parser.add_argument("--reconcile", type=float, default=None, help="reconcile_interval")
+    parser.add_argument("--guided", action="store_true", help="distribution=Guided()")
+    parser.add_argument("--tracemalloc", action="store_true", help="trace allocations from start")
     parser.add_argument("--log", default="WARNING")
     args = parser.parse_args()
+    if args.tracemalloc:
+        tracemalloc.start()
     logging.basicConfig(
         level=args.log, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
@@ -142,26 +387,15 @@ async def main() -> None:
     await node.start()
     hub = None
     if args.hub:
-        hooks = {
-            e: [
-                HookHandler(
-                    f"report_{e}",
-                    lambda ev, data: emit(ev="hook", hook=ev, data=data),
-                    [str(e), WILDCARD],
-                )
-            ]
-            for e in (
-                Hook.PRE_CLUSTER_JOIN,
-                Hook.POST_CLUSTER_JOIN,
-                Hook.PRE_CLUSTER_LEAVE,
-                Hook.POST_CLUSTER_LEAVE,
-            )
-        }
-        hooks[Hook.PROCESS_STARTUPS] = [HookHandler("count", count_startups)]
-        hooks[Hook.CHILDREN_MIGRATED] = [
-            HookHandler("migrated", lambda d: emit(ev="migrated", n=len(d.specs)))
-        ]
-        hub = await Hub(args.hub, endpoint=node, hooks=hooks).start()
+        holder: list[Hub] = []
+        options: dict[str, Any] = {}
+        if args.reconcile is not None:
+            options["reconcile_interval"] = args.reconcile
+        if args.guided:
+            options["distribution"] = Guided()
+        hub = Hub(args.hub, endpoint=node, hooks=hub_hooks(holder), **options)
+        holder.append(hub)
+        await hub.start()
     emit(ev="listening", name=node.name, port=node.address.port, boot=node.boot_id)
     stop = asyncio.Event()
     reader = asyncio.create_task(commands(node, stop, hub))
