@@ -678,13 +678,13 @@ class Coordinator:
             else:
                 outcomes.extend(await self.start_remote(target, records, timeout, "start"))
 
-        await asyncio.gather(
-            *(
-                start_on(target, records[i : i + START_BATCH])
-                for target, records in groups.items()
-                for i in range(0, len(records), START_BATCH)
-            )
-        )
+        async def batches_on(target: str, records: list[Record]) -> None:
+            # one batch at a time per owner: each is answered within its own timeout, instead
+            # of all of them competing for the owner's event loop at once
+            for i in range(0, len(records), START_BATCH):
+                await start_on(target, records[i : i + START_BATCH])
+
+        await asyncio.gather(*(batches_on(t, rs) for t, rs in groups.items()))
         where: dict[str, list[tuple[str, Pid]]] = {}
         failed: dict[str, HubError] = {}
         for cid, outcome in outcomes:

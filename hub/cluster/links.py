@@ -174,7 +174,7 @@ class _Link:
                 await self._queued.wait()
                 self._queued.clear()
                 while self._outbox:
-                    frames, self._outbox = self._outbox, []
+                    frames = self._take()
                     self._drained.set()
                     if owner.faults is not None:
                         frames = await self._through(owner.faults, frames)
@@ -188,6 +188,20 @@ class _Link:
             self.fail(f"send failed: {exc!r}")
         finally:
             self._drained.set()
+
+    def _take(self) -> list[bytes]:
+        """The queued frames that fit in one websocket message (at most
+        :data:`MAX_FRAME_BYTES`, the receiver's limit); the rest wait for the next write."""
+        outbox = self._outbox
+        size = 0
+        count = 0
+        for frame in outbox:
+            size += len(frame) + 5
+            if count and size > MAX_FRAME_BYTES - 16:
+                break
+            count += 1
+        taken, self._outbox = outbox[:count], outbox[count:]
+        return taken
 
     async def _through(self, faults: Faults, frames: list[bytes]) -> list[bytes]:
         """Fault injection on the way out: wait the latency, then lose what it blocks."""
