@@ -795,7 +795,7 @@ class Coordinator:
         moved = []
         for record in mine:
             cid = record.spec.id
-            outcome = results[cid]
+            outcome = results.get(cid) or NotFound(cid)  # stopped while it started
             out.append((cid, outcome))
             if isinstance(outcome, Pid):
                 self._failures.pop(cid, None)
