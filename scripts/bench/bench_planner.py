@@ -120,6 +120,7 @@ def snapshot_frames(n: int, chunk: int = 2_000) -> list[bytes]:
                 Record(
                     ChildSpec(f"child-{i}", "tests.procs:Counter", args=[i]), {}, 1, "n1"
                 ).to_wire(),
+                1,
             ]
             for i in range(start, min(n, start + chunk))
         ]
