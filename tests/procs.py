@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from hub import Call, Process, ProcessContext
+from hub import Call, ChildSpec, Process, ProcessContext
 
 TERMINATED: list[tuple[str, Any]] = []
 
@@ -102,3 +102,8 @@ class Unencodable(Process):
         if message == "object":
             return object()
         return {1, 2, 3}
+
+
+def counters(n: int, prefix: str = "c") -> list[ChildSpec]:
+    """``n`` Counter specs ``<prefix>0..``, each starting at its index."""
+    return [ChildSpec(f"{prefix}{i}", Counter, args=[i]) for i in range(n)]

@@ -164,8 +164,7 @@ async def nodes() -> AsyncIterator[Nodes]:
         await c.close()
 
 
-def counters(n: int, prefix: str = "c") -> list[ChildSpec]:
-    return [ChildSpec(f"{prefix}{i}", procs.Counter, args=[i]) for i in range(n)]
+counters = procs.counters
 
 
 def owned(names: list[str], pick: Callable[[str], bool], prefix: str = "x") -> str:

@@ -13,7 +13,6 @@ from hub import (
     WILDCARD,
     AlreadyStarted,
     CallFailed,
-    ChildSpec,
     Hook,
     HookHandler,
     Hub,
@@ -108,8 +107,7 @@ async def cluster() -> AsyncIterator[Cluster]:
         await c.close()
 
 
-def counters(n: int, prefix: str = "c") -> list[ChildSpec]:
-    return [ChildSpec(f"{prefix}{i}", procs.Counter, args=[i]) for i in range(n)]
+counters = procs.counters
 
 
 async def test_children_spread_over_their_owners_and_every_registry_agrees(
