@@ -104,7 +104,7 @@ START_BATCH = 5_000  # records in one start request (bounded frames)
 MOVE_WINDOW = 5.0  # seconds a node waits for a child announced to be moving to it
 LEAVE_TIMEOUT = 30.0  # at most this long to hand children off before leaving
 FLUSH_TIMEOUT = 2.0  # at most this long for peers to acknowledge the final registry state
-STABLE_DIFF = 1.0  # seconds a desired bucket must differ the same way before it is pushed
+STABLE_DIFF = 3.0  # seconds a desired bucket must differ the same way before it is pushed
 SYNC_INTERVAL = 0.1  # anti-entropy period while a topology change is not yet synchronized
 MAX_SNAPSHOT_PARTS = 10_000
 
@@ -178,6 +178,7 @@ class Coordinator:
         self._peer_state: dict[str, Any] = {}
         self._differing: dict[str, dict[int, tuple[int, int, float]]] = {}
         self._catching: set[str] = set()
+        self._snapshotting: set[str] = set()
         self._sync_pending = False
         self._registry_changed = asyncio.Event()
 
@@ -1048,7 +1049,17 @@ class Coordinator:
         ]
 
     async def _send_snapshot(self, peer: str) -> None:
-        """Send our partition to ``peer`` as it is now (it is then no longer behind)."""
+        """Send our partition to ``peer`` as it is now (it is then no longer behind); at most
+        one at a time per peer (the deltas that follow it repair the rest)."""
+        if peer in self._snapshotting:
+            return
+        self._snapshotting.add(peer)
+        try:
+            await self._send_snapshot_frames(peer)
+        finally:
+            self._snapshotting.discard(peer)
+
+    async def _send_snapshot_frames(self, peer: str) -> None:
         self._behind.discard(peer)
         for kind, frame in self._snapshot_frames():
             if not await self._send(peer, kind, frame):
