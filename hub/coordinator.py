@@ -79,7 +79,7 @@ from .planner import (
 )
 from .policies import Strategies, is_spec_aware
 from .process import Call
-from .registry import Change, Delta, Entry, Snapshot
+from .registry import Change, Delta, Entry, Registry, Snapshot
 from .spec import ChildSpec
 from .supervisor import Backoff, RemovalKind
 from .wire import (
@@ -189,7 +189,7 @@ class Coordinator:
         return self.runtime.node
 
     @property
-    def registry(self) -> Any:
+    def registry(self) -> Registry:
         return self.runtime.registry
 
     @property
@@ -305,13 +305,18 @@ class Coordinator:
         await hooks.dispatch(Hook.POST_NODES_REDISTRIBUTION, Redistribution("nodedown", name))
         await hooks.dispatch(Hook.POST_CLUSTER_LEAVE, name)
 
-    def _topology_changed(self, affected: Iterable[str]) -> None:
-        self._changed_at = asyncio.get_running_loop().time()
+    def _replan_local(self, affected: Iterable[str]) -> None:
+        """Plan again what a change of the view can affect: the local children, the orphans
+        and ``affected``."""
         self._dirty.update(self.runtime.child_ids())
         self._dirty.update(self._orphans)
         self._dirty.update(affected)
-        self._sync_pending = True
         self._wake.set()
+
+    def _topology_changed(self, affected: Iterable[str]) -> None:
+        self._changed_at = asyncio.get_running_loop().time()
+        self._replan_local(affected)
+        self._sync_pending = True
 
     # -- placement -----------------------------------------------------------------------------
 
@@ -796,7 +801,7 @@ class Coordinator:
         moved = []
         for record in mine:
             cid = record.spec.id
-            outcome = results.get(cid) or NotFound(cid)  # stopped while it started
+            outcome = results[cid]
             out.append((cid, outcome))
             if isinstance(outcome, Pid):
                 self._failures.pop(cid, None)
@@ -1188,9 +1193,7 @@ class Coordinator:
         """We hold ``peer``'s current partition: decisions that waited for it can be made."""
         if peer in self.unsynced:
             self.unsynced.discard(peer)
-            self._dirty.update(self.runtime.child_ids())
-            self._dirty.update(self._orphans)
-            self._wake.set()
+            self._replan_local(())
 
     async def _catch_up(self, peer: str) -> None:
         """Ask ``peer`` for a snapshot of its partition (it sends it as one-way parts)."""

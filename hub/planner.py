@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Protocol
 
 from .desired import LIVE, Record
+from .policies import Mode
 
 __all__ = [
     "Action",
@@ -53,8 +54,6 @@ __all__ = [
     "start_target",
     "synchronized",
 ]
-
-Mode = Literal["active", "passive"]
 
 
 # -- inputs --------------------------------------------------------------------------------------

@@ -300,6 +300,8 @@ class Supervisor:
         batch, child._batch = child._batch, None
         if child._stop_waiter is not None:
             self._remove(child, "stopped", reason)
+            if batch is not None:  # stopped before its init finished: the start did not happen
+                batch.settle(child.spec.id, NotFound(child.spec.id))
             result = reason[1] if isinstance(reason, tuple) and len(reason) == 2 else None
             if not child._stop_waiter.done():
                 child._stop_waiter.set_result(result)

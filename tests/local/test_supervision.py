@@ -195,3 +195,20 @@ async def test_stop_with_handover_returns_state_for_the_next_instance() -> None:
         results = await sup.start_batch([(ChildSpec("c", procs.Counter), {}, state)], 5.0)
         assert isinstance(results["c"], Pid)
         assert await hub.call("c", "get") == 42
+
+
+async def test_a_child_stopped_before_its_init_finished_settles_its_start_at_once() -> None:
+    from hub.supervisor import Supervisor
+
+    class Listener:
+        def child_started(self, child: Any, restarted: bool) -> None: ...
+        def child_crashed(self, child: Any, error: BaseException, attempt: int) -> None: ...
+        def child_removed(self, child: Any, kind: Any, reason: Any) -> None: ...
+
+    sup = Supervisor("n", "b", Listener())
+    spec = ChildSpec("slow", procs.HangingInit)
+    starting = asyncio.create_task(sup.start_batch([(spec, {}, None)], timeout=60.0))
+    await wait_until(lambda: sup.get("slow") is not None)
+    await sup.stop("slow")
+    results = await starting  # at once, not after the 60 s start timeout (pytest's 120 s cap)
+    assert isinstance(results["slow"], NotFound)

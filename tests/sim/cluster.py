@@ -68,10 +68,8 @@ class SimConfig:
 #: record learnt apart from a registry entry (a records frame, a start reply) makes an owner
 #: wait ``start_timeout`` for its copy to show before it starts one (as if it were in
 #: transit). ``"handed"`` (F7): the source of a move that succeeded counts the child in
-#: transit (``MOVE_WINDOW`` at most) until the target's registry entry shows. ``"cancelled"``
-#: (F13): a child stopped while it starts (no start result) is answered as not found, stopped
-#: meanwhile, instead of failing the whole request.
-FIXES = frozenset({"joining", "rumours", "announce", "handed", "cancelled"})
+#: transit (``MOVE_WINDOW`` at most) until the target's registry entry shows.
+FIXES = frozenset({"joining", "rumours", "announce", "handed"})
 
 
 def spec(cid: str, *, transient: bool = False, max_seconds: float = 5.0) -> ChildSpec:

@@ -881,15 +881,8 @@ class SimNode:
             self._done(r.spec.id for r in mine)
             for record in mine:
                 cid = record.spec.id
-                if cid not in results:  # stopped while it started: no result
-                    if "cancelled" in self.cfg.fixes:  # candidate fix: stopped meanwhile
-                        out.append((cid, NotFound(cid)))
-                        continue
-                    # ``results[cid]`` raises KeyError in the shell (a remote requester gets
-                    # InvalidSpec "malformed" for the whole request)
-                    done(HubError(f"KeyError: {cid!r} has no start result"), None)
-                    return
-                outcome = results[cid]
+                # a child stopped while it started is settled as NotFound (Supervisor)
+                outcome = results.get(cid) or NotFound(cid)
                 out.append((cid, outcome))
                 if isinstance(outcome, Pid):
                     self.failures.pop(cid, None)

@@ -68,12 +68,8 @@ F7  a copy is in no registry until it runs and its entry arrives, so a node that
     owner runs the child); when the reply comes the source is the owner again. Fix:
     ``"handed"``. Most of the random schedules' residue is these two paths; a third one, which
     no candidate fix covers, is a failover start on a node that starts draining meanwhile.
-F13 a child stopped while it starts gets no result from its start batch
-    (``Supervisor.start_batch`` waits until the timeout and reports nothing for it):
-    ``_start_here`` raises ``KeyError`` on ``results[cid]``, so the rest of the batch is not
-    accounted (failed starts are not counted, moved-in copies not marked) and the whole request
-    fails (the requester tombstones children that did start; a local request raises
-    ``KeyError``). Fix: ``"cancelled"``.
+F13 (fixed) a child stopped while it starts used to get no result from its start batch, which
+    failed the whole request; the supervisor now settles it as ``NotFound``.
 """
 
 from __future__ import annotations
@@ -633,6 +629,7 @@ FIXED: dict[str, Case] = {
     "F10": f10_join_during_a_stop,
     "F11": f11_replica_bury,
     "F12": f12_stop_during_a_move,
+    "F13": f13_stop_while_starting,
 }
 #: open finding -> (its reproduction, what its violation says, its candidate fix, why it fails)
 OPEN: dict[str, tuple[Case, str, frozenset[str], str]] = {
@@ -653,12 +650,6 @@ OPEN: dict[str, tuple[Case, str, frozenset[str], str]] = {
         r"at once",
         frozenset({"handed"}),
         "F7: a move's source, owner again after its target drains, sees no copy yet",
-    ),
-    "F13": (
-        f13_stop_while_starting,
-        r"start failed with the stop",
-        frozenset({"cancelled"}),
-        "F13: a child stopped while it starts has no start result: KeyError in _start_here",
     ),
 }
 
