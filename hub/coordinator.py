@@ -54,6 +54,8 @@ from .events import (
     ChildConflict,
     ChildCrashed,
     ChildrenMigrated,
+    HandoverDelivered,
+    HandoverSkipped,
     Hook,
     MigrationFailed,
     PidInserted,
@@ -62,6 +64,7 @@ from .events import (
     Redistribution,
 )
 from .local import LocalRuntime
+from .messaging import Messenger
 from .pid import Pid
 from .planner import (
     Bury,
@@ -78,16 +81,18 @@ from .planner import (
     synchronized,
 )
 from .policies import Strategies, is_spec_aware
-from .process import Call
+from .process import NO_STATE, Arrival, Call
 from .registry import Change, Delta, Entry, Registry, Snapshot
 from .spec import ChildSpec
-from .supervisor import Backoff, RemovalKind
+from .supervisor import Backoff, Leftover, RemovalKind
 from .wire import (
     delta_to_wire,
+    dumps,
     entry_from_wire,
     entry_to_wire,
     error_from_wire,
     error_to_wire,
+    loads,
     pid_from_wire,
     record_from_wire,
     state_from_wire,
@@ -107,6 +112,21 @@ FLUSH_TIMEOUT = 2.0  # at most this long for peers to acknowledge the final regi
 STABLE_DIFF = 3.0  # seconds a desired bucket must differ the same way before it is pushed
 SYNC_INTERVAL = 0.1  # anti-entropy period while a topology change is not yet synchronized
 MAX_SNAPSHOT_PARTS = 10_000
+HOLD_FOR = 30.0  # seconds messages for a child that left wait for it to show up somewhere
+FORWARD_FOR = 10.0  # seconds a node forwards messages for a child that moved away
+INBOX_FRAME_BYTES = 4 * 1024 * 1024  # moved mailbox data in one frame
+INBOX_TTL = 60.0  # seconds a moved mailbox waits for its child's start here
+
+
+class _Incoming:
+    """A hot move's new copy on this node, waiting for the old copy's state."""
+
+    __slots__ = ("arrival", "source", "timer")
+
+    def __init__(self, arrival: Arrival, source: str, timer: asyncio.TimerHandle) -> None:
+        self.arrival = arrival
+        self.source = source
+        self.timer = timer
 
 
 class Coordinator:
@@ -181,6 +201,21 @@ class Coordinator:
         self._snapshotting: set[str] = set()
         self._sync_pending = False
         self._registry_changed = asyncio.Event()
+        # moves and messages
+        self.messenger = Messenger(
+            hub_id,
+            runtime,
+            send=self._send,
+            request=self._ask,
+            route=self.route,
+            expects=self.expects,
+            hold_for=HOLD_FOR,
+            forward_for=FORWARD_FOR,
+        )
+        self._inbox: dict[str, tuple[float, list[Any]]] = {}  # moved mailboxes, by child id
+        self._incoming: dict[str, _Incoming] = {}
+        self._running: dict[str, asyncio.Future[bool]] = {}  # arrivals waited for
+        self.moves_in_flight = 0  # migration batches of this node not finished
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -296,6 +331,8 @@ class Coordinator:
         self._peer_state.pop(name, None)
         self._differing.pop(name, None)
         self._parts.pop(name, None)
+        for cid in [c for c, i in self._incoming.items() if i.source == name]:
+            self._abandon(cid, f"{name} {why}")
         logger.info("hub %s: node %s %s", self.hub_id, name, why)
         await hooks.dispatch(Hook.PRE_NODES_REDISTRIBUTION, Redistribution("nodedown", name))
         part = self.registry.partitions.get(name)
@@ -377,6 +414,8 @@ class Coordinator:
                 self._outgoing[cid] = record
             if record.status != LIVE:
                 self._failures.pop(cid, None)
+                if cid in self.messenger.relay and not self.messenger.relay.moving(cid):
+                    self.messenger.relay.release(cid)  # it stopped: nothing waits for it
             if guided:
                 if record.status == LIVE:
                     self.distribution.guide([record.spec])  # type: ignore[attr-defined]
@@ -429,10 +468,18 @@ class Coordinator:
     def local_changed(self, child_id: str) -> None:
         self._dirty_registry.set()
         self._registry_changed.set()
+        waiting = self._running.get(child_id)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(True)
+        if child_id in self.messenger.relay:
+            self.messenger.resolve([child_id])
 
     def local_removed(self, child_id: str, kind: RemovalKind, reason: Any) -> None:
         self._dirty_registry.set()
         self._registry_changed.set()
+        waiting = self._running.get(child_id)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(False)
         if self.closing or child_id in self._expected:
             return
         record = self.desired.live(child_id)
@@ -624,39 +671,400 @@ class Coordinator:
 
     async def _migrate_batch(self, target: str, ids: list[str]) -> None:
         runtime = self.runtime
+        retry: dict[str, float] = {}
+        self.moves_in_flight += 1
         try:
             async with self._moving:
-                present = [cid for cid in ids if runtime.get(cid) is not None]
-                records = []
-                for cid in present:
+                records = {}
+                for cid in ids:
                     child = runtime.get(cid)
-                    assert child is not None
-                    records.append(self.record_of(child.spec, child.metadata, runtime.epoch(cid)))
+                    if child is not None:
+                        records[cid] = self.record_of(
+                            child.spec, child.metadata, runtime.epoch(cid)
+                        )
                 if not records:
                     return
-                self._expected.update(present)
-                tags = {cid: f"moved:{target}" for cid in present}
-                await runtime.stop(present, "migrate", tags)
-                # the removals reach the target first (one ordered link): it never sees the
-                # moved child here and there at once
-                await self.publish_now()
-                results = await self.start_remote(target, records, self.start_timeout, "migrate")
-                failed = [(cid, r) for cid, r in results if not isinstance(r, Pid | AlreadyStarted)]
-                if failed:
-                    logger.warning(
-                        "hub %s: %d children did not move to %s (%s); their owner restarts them",
-                        self.hub_id,
-                        len(failed),
-                        target,
-                        failed[0][1],
-                    )
-                    for cid, error in failed:
-                        runtime.events.emit(
-                            Hook.MIGRATION_FAILED,
-                            MigrationFailed(cid, self.node, target, str(error)),
-                        )
+                if self.migration.kind == "hot":
+                    retry = await self._move_hot(target, records)
+                else:
+                    await self._move_cold(target, records)
         finally:
+            self.moves_in_flight -= 1
             self._done(ids)
+            now = asyncio.get_running_loop().time()
+            for cid, delay in retry.items():  # a move the target refused: try again later
+                self._busy[cid] = now + delay
+                heapq.heappush(self._deferred, (now + delay, cid))
+
+    async def _move_cold(self, target: str, records: dict[str, Record]) -> None:
+        """ColdSwap: stop each child here, then start it on its target with its record; the
+        casts still queued here go first to the new copy."""
+        left = await self._leave_here(target, list(records), handover=False)
+        sent = await self._send_inbox(target, left)
+        moving = [records[cid] for cid in left]
+        results = await self.start_remote(target, moving, self.start_timeout, "migrate")
+        self._moved(target, results, sent, {})
+
+    async def _move_hot(self, target: str, records: dict[str, Record]) -> dict[str, float]:
+        """HotSwap: the target starts the new copies (``init`` runs, the mailbox is held); once
+        they are ready (at most ``retention`` seconds) the old copies stop, their state and the
+        casts still queued here go to the new ones, which then run. Returns the children whose
+        move the target refused, with the delay before the next attempt."""
+        migration = self.migration
+        ready = await self._prepare(target, list(records.values()))
+        retry: dict[str, float] = {}
+        late = [cid for cid in records if cid not in ready]
+        for cid, outcome in ready.items():
+            if isinstance(outcome, HubError):
+                self._move_failed(cid, target, f"{outcome} (the copy here keeps running)")
+                failures = self._failures.get(cid)
+                retry[cid] = self.backoff.delay((failures.attempts if failures else 0) + 1, 0.5)
+        for cid in late:
+            self._skipped(cid, target, "retention", f"not ready within {migration.retention}s")
+        go = [cid for cid in records if cid not in retry]
+        if not go:
+            return retry
+        left = await self._leave_here(target, go, handover=migration.handover, cold=late)
+        sent = await self._send_inbox(target, left)
+        states: dict[str, bytes | None] = {}
+        kept: dict[str, Any] = {}  # the states taken here (restarted here if the move fails)
+        for cid, leftover in left.items():
+            states[cid] = None
+            if cid in late or not migration.handover:
+                continue
+            data = self._state_bytes(cid, target, leftover)
+            if data is not None:
+                states[cid] = data
+                kept[cid] = leftover.state
+        results = await self._hand_over(target, states)
+        self._moved(target, results, sent, kept, records)
+        return retry
+
+    async def _leave_here(
+        self, target: str, ids: list[str], *, handover: bool, cold: Sequence[str] = ()
+    ) -> dict[str, Leftover]:
+        """Stop the local copies that move to ``target`` (their removal reaches every peer,
+        the target first: it never sees the child here and there at once); casts that reach
+        this node from now on are held until the move's outcome is known."""
+        runtime = self.runtime
+        now = asyncio.get_running_loop().time()
+        relay = self.messenger.relay
+        self._expected.update(ids)
+        for cid in ids:
+            relay.hold(cid, [], now, moving=True)
+        warm = [cid for cid in ids if cid not in cold]
+        parts = await asyncio.gather(
+            runtime.move_out(warm, target, handover=handover),
+            runtime.move_out(cold, target, handover=False),
+        )
+        left = {**parts[0], **parts[1]}
+        for cid in ids:
+            leftover = left.get(cid)
+            if leftover is not None:  # its old mailbox first (sent with the move, kept here
+                relay.prepend(cid, leftover.messages)  # until the move succeeded)
+            else:  # it stopped meanwhile: nothing moves
+                relay.release(cid)
+        await self.publish_now()
+        return left
+
+    async def _prepare(self, target: str, records: list[Record]) -> dict[str, Pid | HubError]:
+        """Ask ``target`` to start the new copies of a hot move; wait at most ``retention``
+        for them to be ready. Children missing from the result were not ready in time."""
+        payload = {
+            "records": [r.to_wire() for r in records],
+            "timeout": self.start_timeout,
+            "hops": 0,
+            "draining": self.leaving,
+            "hot": True,
+        }
+
+        async def ask() -> Any:
+            try:
+                return await self._request(target, "migrate", payload, self.start_timeout + 1.0)
+            except HubError as exc:
+                return exc
+
+        task = self.runtime.own(ask(), f"prepare:{target}")
+        done, _ = await asyncio.wait((task,), timeout=self.migration.retention)
+        if not done:
+            return {}
+        reply = task.result()
+        if isinstance(reply, HubError):
+            return {r.spec.id: reply for r in records}
+        return dict(self._start_results(reply))
+
+    def _state_bytes(self, cid: str, target: str, leftover: Leftover) -> bytes | None:
+        """The encoded handover state, or ``None`` (said in a hook) when it cannot go."""
+        if leftover.error:
+            self._skipped(cid, target, "handover_state", leftover.error)
+            return None
+        if leftover.state is NO_STATE:
+            return None  # a function process: it has no state to hand over
+        try:
+            data = dumps(leftover.state)
+        except InvalidSpec as exc:
+            self._skipped(cid, target, "unencodable", str(exc))
+            return None
+        limit = self.migration.max_state_bytes
+        if len(data) > limit:
+            self._skipped(cid, target, "too_big", f"{len(data)} bytes > max_state_bytes={limit}")
+            return None
+        return data
+
+    async def _hand_over(
+        self, target: str, states: Mapping[str, bytes | None]
+    ) -> list[tuple[str, Pid | HubError]]:
+        """Give the target's waiting copies their state (in frames of bounded size); each
+        answer says whether the copy runs."""
+        chunks: list[list[list[Any]]] = [[]]
+        size = 0
+        for cid, data in states.items():
+            n = len(data) if data is not None else 0
+            if chunks[-1] and size + n > INBOX_FRAME_BYTES:
+                chunks.append([])
+                size = 0
+            chunks[-1].append([cid, data is not None, data])
+            size += n
+
+        async def one(chunk: list[list[Any]]) -> list[tuple[str, Pid | HubError]]:
+            try:
+                reply = await self._request(
+                    target, "handover", chunk, timeout=self.start_timeout + 1.0
+                )
+            except HubError as exc:
+                return [(item[0], exc) for item in chunk]
+            return self._start_results(reply)
+
+        parts = await asyncio.gather(*(one(c) for c in chunks if c))
+        return [outcome for part in parts for outcome in part]
+
+    def _moved(
+        self,
+        target: str,
+        results: Iterable[tuple[str, Pid | HubError]],
+        sent: Mapping[str, int],
+        kept: Mapping[str, Any],
+        records: Mapping[str, Record] | None = None,
+    ) -> None:
+        """Act on a move's outcome per child: forward the messages held here meanwhile, or
+        (it did not move) restart a copy whose state was taken here with it, else leave the
+        child to its owner (the held messages wait for it to show up)."""
+        messenger = self.messenger
+        relay = messenger.relay
+        now = asyncio.get_running_loop().time()
+        restart: list[tuple[Record, Arrival]] = []
+        for cid, outcome in results:
+            if isinstance(outcome, Pid):
+                skip = sent.get(cid, 0)
+                messenger.forward(target, cid, relay.forward(cid, target, now, skip=skip), 0)
+                continue
+            if isinstance(outcome, AlreadyStarted):  # it runs elsewhere: the registry says where
+                relay.give_up(cid)
+                messenger.resolve([cid])
+                continue
+            if cid in kept and records is not None:
+                restart.append((records[cid], Arrival.of(relay.release(cid), kept[cid])))
+                self._move_failed(cid, target, f"{outcome} (restarted here with its state)")
+            else:
+                relay.give_up(cid)
+                self._move_failed(cid, target, f"{outcome} (its owner restarts it)")
+        if restart:
+            self.runtime.own(self._restart_here(restart), "restart-after-move")
+
+    async def _restart_here(self, items: list[tuple[Record, Arrival]]) -> None:
+        starts = [(r.spec, r.metadata, r.epoch) for r, _ in items]
+        arrivals = {r.spec.id: a for r, a in items}
+        results = await self.runtime.start(starts, self.start_timeout, arrivals)
+        for cid, outcome in results.items():
+            if not isinstance(outcome, Pid):
+                logger.error("hub %s: %s could not restart here: %s", self.hub_id, cid, outcome)
+
+    def _move_failed(self, cid: str, target: str, why: str) -> None:
+        logger.warning("hub %s: %s did not move to %s: %s", self.hub_id, cid, target, why)
+        self.runtime.events.emit(
+            Hook.MIGRATION_FAILED, MigrationFailed(cid, self.node, target, why)
+        )
+
+    def _skipped(self, cid: str, target: str, reason: str, detail: str) -> None:
+        logger.warning(
+            "hub %s: %s moves to %s without its state (%s: %s)",
+            self.hub_id,
+            cid,
+            target,
+            reason,
+            detail,
+        )
+        self.runtime.events.emit(
+            Hook.HANDOVER_SKIPPED, HandoverSkipped(cid, self.node, target, reason, detail)
+        )
+
+    async def _send_inbox(self, target: str, left: Mapping[str, Leftover]) -> dict[str, int]:
+        """Send the moved mailboxes to ``target`` (before the request that starts or completes
+        the new copies, on the same ordered link). Returns how many messages went per child."""
+        sent: dict[str, int] = {}
+        frame: list[list[Any]] = []
+        size = 0
+        for cid, leftover in left.items():
+            messages = leftover.messages
+            if not messages:
+                continue
+            try:
+                data = dumps(messages)
+            except InvalidSpec:
+                messages = [m for m in messages if self._travels(cid, target, m)]
+                data = dumps(messages)
+            if frame and size + len(data) > INBOX_FRAME_BYTES:
+                await self._send(target, "inbox", frame)
+                frame, size = [], 0
+            frame.append([cid, data])
+            size += len(data)
+            sent[cid] = len(leftover.messages)
+        if frame:
+            await self._send(target, "inbox", frame)
+        return sent
+
+    def _travels(self, cid: str, target: str, message: Any) -> bool:
+        try:
+            dumps(message)
+        except InvalidSpec as exc:
+            self.messenger.lost += 1
+            logger.warning(
+                "hub %s: a message to %s could not move with it to %s: %s",
+                self.hub_id,
+                cid,
+                target,
+                exc,
+            )
+            return False
+        return True
+
+    def _start_results(self, reply: Any) -> list[tuple[str, Pid | HubError]]:
+        results: list[tuple[str, Pid | HubError]] = []
+        for item in reply:
+            cid, status, *rest = item
+            results.append(
+                (cid, pid_from_wire(rest[0]) if status == "ok" else error_from_wire(cid, *rest))
+            )
+        return results
+
+    # -- moves into this node ------------------------------------------------------------------
+
+    def _take_inbox(self, cid: str) -> list[Any]:
+        held = self._inbox.pop(cid, None)
+        return held[1] if held is not None else []
+
+    def _on_inbox(self, items: Any) -> None:
+        now = asyncio.get_running_loop().time()
+        for cid, data in items:
+            messages = loads(data)
+            if not isinstance(messages, list):
+                raise ValueError("a moved mailbox must be a list")
+            held = self._inbox.get(str(cid))
+            if held is None:
+                self._inbox[str(cid)] = (now, messages)
+            else:
+                held[1].extend(messages)
+
+    def _expect_arrival(self, record: Record, source: str) -> Arrival:
+        """A hot move's new copy: it waits (bounded) for the old copy's state."""
+        cid = record.spec.id
+        spec = record.spec
+        limit = self.migration.retention + spec.shutdown_timeout + self.start_timeout + 2.0
+        loop = asyncio.get_running_loop()
+        arrival = Arrival()
+        timer = loop.call_later(limit, self._abandon, cid, "no state came")
+        previous = self._incoming.pop(cid, None)
+        if previous is not None:
+            previous.timer.cancel()
+        self._incoming[cid] = _Incoming(arrival, source, timer)
+        return arrival
+
+    def _abandon(self, cid: str, why: str) -> None:
+        """A new copy waited in vain: if the old one still runs on a live source, this one
+        stops (the move did not happen); otherwise it starts from its spec."""
+        incoming = self._incoming.pop(cid, None)
+        if incoming is None:
+            return
+        incoming.timer.cancel()
+        source = incoming.source
+        if any(n == source for n, _ in self.running_on(cid)):
+            logger.warning(
+                "hub %s: %s did not move from %s (%s); the copy here stops",
+                self.hub_id,
+                cid,
+                source,
+                why,
+            )
+            self.runtime.own(self._withdraw(cid, source), f"withdraw:{cid}")
+            return
+        logger.warning(
+            "hub %s: %s starts here from its spec: %s (%s)", self.hub_id, cid, why, source
+        )
+        incoming.arrival.complete(self._take_inbox(cid))
+        self._busy.pop(cid, None)
+        self._dirty.add(cid)
+        self._wake.set()
+
+    async def _withdraw(self, cid: str, source: str) -> None:
+        """Stop a new copy whose move did not happen; what was sent to it goes back."""
+        try:
+            left = await self.runtime.move_out([cid], source, handover=False)
+        finally:
+            self._done([cid])
+        leftover = left.get(cid)
+        if leftover is not None and leftover.messages:
+            relay = self.messenger.relay
+            relay.hold(cid, leftover.messages, asyncio.get_running_loop().time(), moving=False)
+            self.messenger.resolve([cid])
+
+    async def _serve_handover(self, source: str, payload: Any) -> list[Any]:
+        """The old copies stopped: give the waiting new copies their state and the old
+        mailboxes; answer once each runs (or failed)."""
+        waits: list[tuple[str, asyncio.Future[bool], int]] = []
+        out: list[Any] = []
+        loop = asyncio.get_running_loop()
+        for cid, has_state, data in payload:
+            incoming = self._incoming.get(cid)
+            if incoming is None or incoming.source != source:
+                out.append([cid, "error", *error_to_wire(NotFound(cid))])
+                continue
+            del self._incoming[cid]
+            incoming.timer.cancel()
+            state = NO_STATE
+            if has_state:
+                try:
+                    state = loads(data)
+                except ValueError as exc:
+                    logger.warning("hub %s: the state of %s is unusable: %s", self.hub_id, cid, exc)
+            future = self._running.get(cid)
+            if future is None:
+                future = self._running[cid] = loop.create_future()
+            incoming.arrival.complete(self._take_inbox(cid), state)
+            waits.append((cid, future, len(data) if has_state else -1))
+        arrived: list[ChildSpec] = []
+        for cid, future, size in waits:
+            try:
+                async with asyncio.timeout(self.start_timeout):
+                    running = await asyncio.shield(future)
+            except TimeoutError:
+                running = False
+            finally:
+                self._running.pop(cid, None)
+                self._done([cid])
+            child = self.runtime.get(cid)
+            if not running or child is None or child.ctx is None:
+                out.append([cid, "error", *error_to_wire(StartFailed(cid, "did not start"))])
+                continue
+            arrived.append(child.spec)
+            self._arrived[cid] = loop.time() + MOVE_WINDOW
+            out.append([cid, "ok", child.ctx.pid.to_wire()])
+            if size >= 0:
+                self.runtime.events.emit(
+                    Hook.HANDOVER_DELIVERED, HandoverDelivered(cid, source, self.node, size)
+                )
+        if arrived:
+            self.runtime.events.emit(Hook.CHILDREN_MIGRATED, ChildrenMigrated(self.node, arrived))
+        return out
 
     # -- start and stop requests ---------------------------------------------------------------
 
@@ -718,7 +1126,14 @@ class Coordinator:
         return started, errors
 
     async def serve_start(
-        self, records: list[Record], timeout: float, hops: int, kind: str
+        self,
+        records: list[Record],
+        timeout: float,
+        hops: int,
+        kind: str,
+        *,
+        hot: bool = False,
+        source: str = "",
     ) -> list[tuple[str, Pid | HubError]]:
         """Start records here (``kind="migrate"``: a move, accepted whoever owns it), or
         forward those this node does not own (at most :data:`MAX_HOPS` times)."""
@@ -743,7 +1158,7 @@ class Coordinator:
                 [(node, [r.spec.id for r in group]) for node, group in forward.items()],
             )
         parts = await asyncio.gather(
-            self._start_here(mine, timeout, kind),
+            self._start_here(mine, timeout, kind, hot=hot, source=source),
             *(self.start_remote(n, group, timeout, kind, hops + 1) for n, group in forward.items()),
         )
         return [outcome for part in parts for outcome in part]
@@ -774,7 +1189,7 @@ class Coordinator:
         return None
 
     async def _start_here(
-        self, records: list[Record], timeout: float, kind: str
+        self, records: list[Record], timeout: float, kind: str, *, hot: bool, source: str
     ) -> list[tuple[str, Pid | HubError]]:
         out: list[tuple[str, Pid | HubError]] = []
         mine = []
@@ -784,17 +1199,26 @@ class Coordinator:
                 mine.append(record)
             else:
                 out.append((record.spec.id, refused))
+                self._inbox.pop(record.spec.id, None)  # its sender keeps the messages
         if not mine:
             return out
         # the records travel with the registry entries once the children run: a peer that
         # knew a record of a child still starting here could, as its owner, start another
         self._learn(mine)
-        deadline = asyncio.get_running_loop().time() + timeout + 1.0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout + 1.0
+        arrivals: dict[str, Arrival] = {}
         for record in mine:
-            self._busy[record.spec.id] = deadline
+            cid = record.spec.id
+            self._busy[cid] = deadline
+            if kind == "migrate":  # it moves in: the old mailbox (and state) come first
+                if hot:
+                    arrivals[cid] = self._expect_arrival(record, source)
+                else:
+                    arrivals[cid] = Arrival.of(self._take_inbox(cid))
         try:
             results = await self.runtime.start(
-                [(r.spec, r.metadata, r.epoch) for r in mine], timeout
+                [(r.spec, r.metadata, r.epoch) for r in mine], timeout, arrivals
             )
         finally:
             self._done(r.spec.id for r in mine)
@@ -803,11 +1227,19 @@ class Coordinator:
             cid = record.spec.id
             outcome = results[cid]
             out.append((cid, outcome))
+            if hot:  # ready, not running yet: busy until its state came (or it gave up)
+                incoming = self._incoming.get(cid)
+                if isinstance(outcome, Pid) and incoming is not None:
+                    self._busy[cid] = loop.time() + 3600.0
+                elif incoming is not None:
+                    del self._incoming[cid]
+                    incoming.timer.cancel()
+                continue
             if isinstance(outcome, Pid):
                 self._failures.pop(cid, None)
                 moved.append(record.spec)
                 if kind == "migrate":  # a stale view here must not make it lose a conflict
-                    self._arrived[cid] = asyncio.get_running_loop().time() + MOVE_WINDOW
+                    self._arrived[cid] = loop.time() + MOVE_WINDOW
             elif kind == "migrate":
                 self._start_failed(record, outcome)  # the planner retries, then buries
             elif self.rf == 1 and not isinstance(outcome, AlreadyStarted):
@@ -834,13 +1266,7 @@ class Coordinator:
         except HubError as exc:
             failure = exc if isinstance(exc, Timeout) else HubError(f"{node}: {exc}")
             return [(r.spec.id, failure) for r in records]
-        results: list[tuple[str, Pid | HubError]] = []
-        for item in reply:
-            cid, status, *rest = item
-            results.append(
-                (cid, pid_from_wire(rest[0]) if status == "ok" else error_from_wire(cid, *rest))
-            )
-        return results
+        return self._start_results(reply)
 
     async def stop_children(
         self, ids: list[str], reason: Any
@@ -923,7 +1349,7 @@ class Coordinator:
             self._topology_changed(())
             loop = asyncio.get_running_loop()
             deadline = loop.time() + LEAVE_TIMEOUT
-            while self.runtime.child_ids() and loop.time() < deadline:
+            while (self.runtime.child_ids() or self.moves_in_flight) and loop.time() < deadline:
                 self._registry_changed.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(0.5):
@@ -1079,6 +1505,9 @@ class Coordinator:
             return False
         return True
 
+    async def _ask(self, peer: str, kind: str, payload: Any, timeout: float) -> Any:
+        return await self._request(peer, kind, payload, timeout)
+
     async def _request(self, peer: str, kind: str, payload: Any, timeout: float) -> Any:
         """A request to a peer; a broken or unreachable link is :class:`NodeUnreachable`."""
         try:
@@ -1126,6 +1555,8 @@ class Coordinator:
             if change.kind != "removed":
                 assert change.pid is not None
                 self._in_transit.pop(change.child_id, None)
+                if change.child_id in self.messenger.relay:
+                    self.messenger.resolve([change.child_id])
                 if change.kind == "replaced":
                     update = PidUpdate(change.node, change.child_id, change.pid)
                     events.emit(Hook.CHILD_PROCESS_PID_UPDATE, update)
@@ -1285,6 +1716,16 @@ class Coordinator:
                 self._check_synchronized()
                 for cid in self.desired.collect(time.time()):
                     self._dirty.add(cid)
+                self.messenger.tick()
+                for cid in [c for c, (t, _) in self._inbox.items() if t + INBOX_TTL <= now]:
+                    dropped = len(self._inbox.pop(cid)[1])
+                    self.messenger.lost += dropped
+                    logger.warning(
+                        "hub %s: %d moved messages for %s were dropped: it never started here",
+                        self.hub_id,
+                        dropped,
+                        cid,
+                    )
             if now >= reconcile_at:
                 reconcile_at = now + self.reconcile_interval
                 self._full = True
@@ -1344,7 +1785,10 @@ class Coordinator:
             records = [record_from_wire(r) for r in payload["records"]]
             timeout = float(payload.get("timeout", self.start_timeout))
             hops = int(payload.get("hops", 0))
-            results = await self.serve_start(records, timeout, hops, kind)
+            hot = kind == "migrate" and payload.get("hot") is True
+            results = await self.serve_start(
+                records, timeout, hops, kind, hot=hot, source=peer.name
+            )
             return [
                 [cid, "ok", r.to_wire()]
                 if isinstance(r, Pid)
@@ -1354,8 +1798,21 @@ class Coordinator:
         if kind == "stop":
             return await self._serve_stop(payload)
         if kind == "cast":
-            target, message = payload
-            self._local_ctx(target).deliver(message)
+            target, message, *rest = payload
+            self._on_cast(target, message, int(rest[0]) if rest else 0)
+            return None
+        if kind == "casts":  # forwarded by a node the children left
+            for target, message, hops in payload:
+                self._on_cast(target, message, int(hops))
+            return None
+        if kind == "inbox":
+            self._on_inbox(payload)
+            return None
+        if kind == "handover":
+            return await self._serve_handover(peer.name, payload)
+        if kind == "fence":
+            cid, hops = payload
+            await self.messenger.on_fence(str(cid), int(hops))
             return None
         if kind == "call":
             target, message, timeout = payload
@@ -1368,6 +1825,13 @@ class Coordinator:
             except TimeoutError:
                 raise Timeout(f"call to {target} got no reply within {timeout}s") from None
         raise InvalidSpec(f"unknown frame kind {kind!r}")
+
+    def _on_cast(self, target: Any, message: Any, hops: int) -> None:
+        local = pid_from_wire(target) if isinstance(target, list) else str(target)
+        try:
+            self.messenger.on_cast(local, message, hops)
+        except NotFound:
+            logger.debug("hub %s: a cast to %s was dropped: no such instance", self.hub_id, local)
 
     def _local_ctx(self, target: Any) -> Any:
         """The local instance a remote message is for; a child that should run but is not

@@ -18,6 +18,8 @@ __all__ = [
     "ChildStarted",
     "ChildStopped",
     "ChildrenMigrated",
+    "HandoverDelivered",
+    "HandoverSkipped",
     "Hook",
     "MigrationFailed",
     "PidInserted",
@@ -83,9 +85,20 @@ class Hook(StrEnum):
     QUORUM_REGAINED = "quorum_regained"
     #: A duplicate child was found and resolved. Data: :class:`ChildConflict`.
     CHILD_CONFLICT = "child_conflict"
-    #: A move of a child failed (the target refused it, failed to start it or did not answer);
-    #: the child's owner restarts it from its spec. Data: :class:`MigrationFailed`.
+    #: A move of a child failed (the target refused it, failed to start it or did not
+    #: answer). Under HotSwap the old copy keeps running (or, when its state was already
+    #: taken, restarts on the source with it); otherwise the child's owner restarts it from
+    #: its spec. Data: :class:`MigrationFailed`.
     MIGRATION_FAILED = "migration_failed"
+    #: A hot move's state reached the new copy: its ``receive_handover(state)`` returned.
+    #: Dispatched on the target node. Data: :class:`HandoverDelivered`.
+    HANDOVER_DELIVERED = "handover_delivered"
+    #: A hot move went ahead without the state: the new copy did not become ready within the
+    #: strategy's ``retention``, the state was larger than ``max_state_bytes`` or not msgpack
+    #: data, or ``handover_state()`` raised. The new copy starts from its spec (a cold move);
+    #: messages are still carried over. Dispatched on the source node.
+    #: Data: :class:`HandoverSkipped`.
+    HANDOVER_SKIPPED = "handover_skipped"
 
 
 class PidInserted(NamedTuple):
@@ -172,6 +185,26 @@ class ChildConflict(NamedTuple):
     child_id: str
     winner: str
     loser: str
+
+
+class HandoverDelivered(NamedTuple):
+    """Data of :attr:`Hook.HANDOVER_DELIVERED`: the size of the encoded state, in bytes."""
+
+    child_id: str
+    from_node: str
+    to_node: str
+    size: int
+
+
+class HandoverSkipped(NamedTuple):
+    """Data of :attr:`Hook.HANDOVER_SKIPPED`. ``reason`` is ``"retention"``, ``"too_big"``,
+    ``"unencodable"`` or ``"handover_state"``; ``detail`` says more."""
+
+    child_id: str
+    from_node: str
+    to_node: str
+    reason: str
+    detail: str
 
 
 class MigrationFailed(NamedTuple):

@@ -560,8 +560,13 @@ class Hub:
         if coordinator is not None:
             if isinstance(target, Pid):
                 node = target.node
-            elif self.runtime.get(target) is None:
-                node = coordinator.route(target)
+            else:
+                if self.runtime.get(target) is None:
+                    if call is None and coordinator.messenger.relayed(target, message):
+                        return None  # it just left: held, or forwarded to where it went
+                    node = coordinator.route(target)
+                if coordinator.messenger.switched(target, node):
+                    await coordinator.messenger.fence(target)  # earlier messages go first
         if node == self.node:
             ctx = self.runtime.target(target)
             if call is None:
@@ -595,12 +600,13 @@ def _default_strategies() -> dict[str, Any]:
 
 def _refuse_unsupported(strategies: Strategies) -> None:
     """Refuse the strategy settings this hub cannot honour yet, rather than ignore them."""
-    if strategies.migration.kind != "cold":
-        raise InvalidSpec(
-            f"migration={strategies.migration!r}: hot migration (start first, hand the state "
-            "over) is not supported yet; use ColdSwap()"
-        )
     redundancy = strategies.redundancy
+    if strategies.migration.kind == "hot" and redundancy.replication_factor > 1:
+        raise InvalidSpec(
+            f"migration={strategies.migration!r} with redundancy={redundancy!r}: a hot move "
+            "hands one copy's state to one new copy; under replication use ColdSwap() (each "
+            "replica starts from its spec)"
+        )
     if redundancy.replication_factor > 1 and redundancy.mode("b", ["a", "b"]) != "active":
         raise InvalidSpec(
             f"redundancy={redundancy!r}: passive replicas are not supported yet; use "

@@ -27,10 +27,10 @@ from .events import (
 from .events_pump import EventPump
 from .hooks import HookManager
 from .pid import Pid
-from .process import ProcessContext
+from .process import Arrival, ProcessContext
 from .registry import Entry, Registry
 from .spec import ChildSpec, StopResult
-from .supervisor import Backoff, Child, RemovalKind, Supervisor
+from .supervisor import Backoff, Child, Leftover, RemovalKind, Supervisor
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -92,6 +92,10 @@ class LocalRuntime:
             backoff=self._backoff,
         )
 
+    @property
+    def mailbox_limit(self) -> int:
+        return self._mailbox_limit
+
     # -- children ------------------------------------------------------------------------------
 
     def get(self, child_id: str) -> Child | None:
@@ -106,14 +110,21 @@ class LocalRuntime:
     def epoch(self, child_id: str) -> int:
         return self._epochs.get(child_id, 0)
 
-    async def start(self, items: Iterable[StartItem], timeout: float) -> dict[str, Pid | HubError]:
+    async def start(
+        self,
+        items: Iterable[StartItem],
+        timeout: float,
+        arrivals: Mapping[str, Arrival] | None = None,
+    ) -> dict[str, Pid | HubError]:
         """Start children here (every path: requests, failover, migration) and report the
-        started ones with ``PROCESS_STARTUPS``."""
+        started ones with ``PROCESS_STARTUPS``. A child with an arrival moves in (see
+        :meth:`Supervisor.start_batch`)."""
         batch = []
+        arrivals = arrivals or {}
         for spec, metadata, epoch in items:
             if spec.id not in self.supervisor.children:
                 self._epochs[spec.id] = epoch
-            batch.append((spec, metadata, None))
+            batch.append((spec, metadata, arrivals.get(spec.id)))
         results = await self.supervisor.start_batch(batch, timeout)
         for cid, outcome in results.items():
             if not isinstance(outcome, Pid) and cid not in self.supervisor.children:
@@ -151,6 +162,32 @@ class LocalRuntime:
                 stopped.append((cid, [self.node]))
         await self.events.flush()
         return StopResult("error" if errors else "ok", stopped, errors)
+
+    async def move_out(
+        self, ids: Iterable[str], target: str, *, handover: bool
+    ) -> dict[str, Leftover]:
+        """Stop local children that move to ``target`` (their registry removal says
+        ``"moved:<target>"``); returns what each left for its next instance."""
+        supervisor = self.supervisor
+        present = [cid for cid in ids if supervisor.get(cid) is not None]
+        tag = f"moved:{target}"
+        self._removal_tags.update((cid, tag) for cid in present)
+        try:
+            outcomes = await asyncio.gather(
+                *(supervisor.move_out(cid, handover=handover) for cid in present),
+                return_exceptions=True,
+            )
+        finally:
+            for cid in present:
+                self._removal_tags.pop(cid, None)
+        left: dict[str, Leftover] = {}
+        for cid, outcome in zip(present, outcomes, strict=True):
+            if isinstance(outcome, Leftover):
+                left[cid] = outcome
+            elif not isinstance(outcome, HubError):
+                raise outcome
+        await self.events.flush()
+        return left
 
     def target(self, target: str | Pid) -> ProcessContext:
         """The mailbox a message for ``target`` (a child id or an exact pid) goes to."""

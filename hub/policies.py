@@ -120,6 +120,12 @@ class MigrationStrategy(Protocol):
         ``"cold"``). Past it, the old copy stops anyway."""
         ...
 
+    @property
+    def max_state_bytes(self) -> int:
+        """The largest encoded handover state that is sent (``"hot"`` with ``handover``; 0
+        otherwise). A larger state is not sent: the move goes ahead cold."""
+        ...
+
 
 @runtime_checkable
 class SynchronizationStrategy(Protocol):

@@ -20,7 +20,16 @@ from .pid import Pid
 if TYPE_CHECKING:
     from .hub import Hub
 
-__all__ = ["NORMAL_REASONS", "Call", "Process", "ProcessContext", "ProcessExit"]
+__all__ = [
+    "NORMAL_REASONS",
+    "NO_STATE",
+    "Arrival",
+    "Call",
+    "Handed",
+    "Process",
+    "ProcessContext",
+    "ProcessExit",
+]
 
 #: Exit reasons that count as a normal exit (a ``transient`` child is not restarted).
 NORMAL_REASONS = frozenset(("normal", "shutdown"))
@@ -64,6 +73,63 @@ class Call:
         return f"Call({self.message!r})"
 
 
+class _NoState:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_STATE"
+
+
+#: No state was handed over (a cold move, a function process, or a handover that failed).
+NO_STATE: Any = _NoState()
+
+
+class Arrival:
+    """How the new instance of a moving child begins.
+
+    Its mailbox is held (messages sent to it queue up, none is handled) until :meth:`complete`:
+    then the old instance's leftover messages come first, in their order, and a handed-over
+    state (anything but :data:`NO_STATE`) goes to ``receive_handover`` before any message.
+    A cold move completes its arrival at once; a hot move once the old instance has stopped.
+    """
+
+    __slots__ = ("future",)
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[tuple[list[Any], Any]] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+    @classmethod
+    def of(cls, messages: list[Any], state: Any = NO_STATE) -> Arrival:
+        arrival = cls()
+        arrival.complete(messages, state)
+        return arrival
+
+    def complete(self, messages: list[Any], state: Any = NO_STATE) -> bool:
+        """Let the new instance begin; False when it was completed (or abandoned) before."""
+        if self.future.done():
+            return False
+        self.future.set_result((messages, state))
+        return True
+
+    @property
+    def done(self) -> bool:
+        return self.future.done()
+
+
+class Handed:
+    """What a class process returns when it stops for a move with handover: its stop reason,
+    its ``handover_state()`` (:data:`NO_STATE` when that raised: ``error`` says why)."""
+
+    __slots__ = ("error", "reason", "state")
+
+    def __init__(self, reason: Any, state: Any, error: str = "") -> None:
+        self.reason = reason
+        self.state = state
+        self.error = error
+
+
 class _Stop:
     """Mailbox control message: finish (``terminate``) and exit; optionally hand over state."""
 
@@ -81,7 +147,7 @@ class ProcessContext:
     ``"passive"`` for a replica under replication).
     """
 
-    __slots__ = ("_box", "_limit", "_waiter", "child_id", "hub", "mode", "pid")
+    __slots__ = ("_box", "_held", "_limit", "_waiter", "child_id", "hub", "mode", "pid")
 
     def __init__(self, child_id: str, pid: Pid, hub: Hub | None, limit: int) -> None:
         self.child_id = child_id
@@ -91,6 +157,7 @@ class ProcessContext:
         self._limit = limit
         self._box: deque[Any] | None = None
         self._waiter: asyncio.Future[Any] | None = None
+        self._held = False
 
     @property
     def node(self) -> str:
@@ -109,7 +176,7 @@ class ProcessContext:
         message stays first in the mailbox.
         """
         box = self._box
-        if box:
+        if box and not self._held:
             return box.popleft()
         if self._waiter is not None:
             raise RuntimeError(f"{self.child_id}: receive() is already waiting in another task")
@@ -149,7 +216,7 @@ class ProcessContext:
     def deliver(self, message: Any) -> None:
         """Put ``message`` in the mailbox; raises :class:`hub.MailboxFull` at the limit."""
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
+        if waiter is not None and not waiter.done() and not self._held:
             self._waiter = None
             waiter.set_result(message)
             return
@@ -163,6 +230,40 @@ class ProcessContext:
     def _inherit(self, previous: ProcessContext) -> None:
         """Take over the mailbox of the previous instance (a restart keeps the mailbox)."""
         self._box, previous._box = previous._box, None
+
+    def _hold(self) -> None:
+        """Queue messages without handing any to the process (a moving child's new copy)."""
+        self._held = True
+
+    def _release(self, front: list[Any]) -> None:
+        """Stop holding: ``front`` (the old copy's leftovers) first, then what queued here."""
+        self._held = False
+        if front:
+            merged = deque(front)
+            if self._box:
+                merged.extend(self._box)
+            self._box = merged
+        box = self._box
+        waiter = self._waiter
+        if box and waiter is not None and not waiter.done():
+            self._waiter = None
+            waiter.set_result(box.popleft())
+
+    def _take(self, reason: Any) -> list[Any]:
+        """Empty the mailbox of an instance that moves away: returns the casts in order (the
+        next instance handles them); the calls fail with :class:`hub.NotDelivered`, which
+        their callers retry where the child went (so each call is answered once)."""
+        box, self._box = self._box, None
+        if not box:
+            return []
+        casts = []
+        for message in box:
+            kind = type(message)
+            if kind is Call:
+                message.fail(NotDelivered(self.child_id, f"moved away ({reason!r})"))
+            elif kind is not _Stop:
+                casts.append(message)
+        return casts
 
     def _requeue(self, message: Any) -> None:
         if self._box is None:
@@ -227,16 +328,25 @@ async def serve(
     ctx: ProcessContext,
     args: tuple[Any, ...],
     kwargs: Any,
-    handover: Any,
+    arrival: Arrival | None,
+    ready: Any,
     started: Any,
 ) -> Any:
-    """Run a :class:`Process` instance: init, report ``started(ctx)``, then serve the mailbox.
+    """Run a :class:`Process` instance: init, then (a moving child) report ``ready(ctx)`` and
+    wait for its ``arrival`` (state, leftover messages), report ``started(ctx)``, then serve the
+    mailbox.
 
-    Returns the exit reason, or ``(reason, state)`` when stopped with handover.
+    Returns the exit reason, or a :class:`Handed` when stopped with handover.
     """
     await proc.init(*args, **kwargs)
-    if handover is not None:
-        await proc.receive_handover(handover)
+    if arrival is not None:
+        ready(ctx)
+        messages, state = await arrival.future
+        try:
+            if state is not NO_STATE:
+                await proc.receive_handover(state)
+        finally:  # a failed receive_handover is a crash: the next instance gets the messages
+            ctx._release(messages)
     started(ctx)
     receive = ctx.receive
     handle_cast = proc.handle_cast
@@ -257,9 +367,16 @@ async def serve(
                     raise
                 message.reply(reply)
             elif kind is _Stop:
-                state = proc.handover_state() if message.handover else None
+                if not message.handover:
+                    await proc.terminate(message.reason)
+                    return message.reason
+                handed = Handed(message.reason, NO_STATE)
+                try:
+                    handed.state = proc.handover_state()
+                except Exception as exc:
+                    handed.error = f"handover_state() raised {exc!r}"
                 await proc.terminate(message.reason)
-                return (message.reason, state) if message.handover else message.reason
+                return handed
             else:
                 await handle_cast(message)
     except ProcessExit as exit_:

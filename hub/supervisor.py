@@ -29,13 +29,23 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from .errors import AlreadyStarted, HubError, NotFound, StartFailed, Timeout
 from .pid import Pid
-from .process import NORMAL_REASONS, Process, ProcessContext, ProcessExit, _Stop, serve
+from .process import (
+    NO_STATE,
+    NORMAL_REASONS,
+    Arrival,
+    Handed,
+    Process,
+    ProcessContext,
+    ProcessExit,
+    _Stop,
+    serve,
+)
 from .spec import ChildSpec, resolve_start
 
 if TYPE_CHECKING:
     from .hub import Hub
 
-__all__ = ["Backoff", "Buried", "Child", "Supervisor", "SupervisorListener"]
+__all__ = ["Backoff", "Buried", "Child", "Leftover", "Supervisor", "SupervisorListener"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +77,16 @@ class Buried(NamedTuple):
     error: BaseException
     attempts: int
     at: float
+
+
+class Leftover(NamedTuple):
+    """What a child that moved away left for its next instance: the casts still queued (in
+    order), its handed-over state (:data:`~hub.process.NO_STATE` if none) and, when its
+    ``handover_state()`` failed, why."""
+
+    messages: list[Any]
+    state: Any
+    error: str
 
 
 class SupervisorListener(Protocol):
@@ -104,6 +124,8 @@ class Child:
     __slots__ = (
         "_batch",
         "_crashes",
+        "_keep",
+        "_leftover",
         "_stop_waiter",
         "_timer",
         "ctx",
@@ -129,6 +151,8 @@ class Child:
         self._batch: _StartBatch | None = None
         self._stop_waiter: asyncio.Future[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._keep = False  # moving away: keep the mailbox's casts for the next instance
+        self._leftover: list[Any] = []
 
     def __repr__(self) -> str:
         return f"<Child {self.spec.id!r} {self.state} {self.ctx.pid if self.ctx else None}>"
@@ -176,15 +200,17 @@ class Supervisor:
 
     async def start_batch(
         self,
-        items: Iterable[tuple[ChildSpec, Mapping[str, Any], Any]],
+        items: Iterable[tuple[ChildSpec, Mapping[str, Any], Arrival | None]],
         timeout: float,
     ) -> dict[str, Pid | HubError]:
-        """Start ``(spec, metadata, handover_state)`` items; wait up to ``timeout`` for every
+        """Start ``(spec, metadata, arrival)`` items; wait up to ``timeout`` for every
         ``init``. A child whose ``init`` has not finished by then is stopped and reported as
-        :class:`hub.Timeout`."""
+        :class:`hub.Timeout`. A child with an :class:`~hub.process.Arrival` (it moves in) is
+        reported once its ``init`` finished; it runs (and is registered) once the arrival is
+        complete."""
         batch = _StartBatch(asyncio.get_running_loop())
         results = batch.results
-        for spec, metadata, handover in items:
+        for spec, metadata, arrival in items:
             if self._closing:
                 results[spec.id] = HubError("supervisor is shutting down")
             elif spec.id in self.children:
@@ -192,7 +218,7 @@ class Supervisor:
             else:
                 child = Child(spec, metadata)
                 try:
-                    self._spawn(child, batch, handover)
+                    self._spawn(child, batch, arrival)
                 except StartFailed as exc:
                     results[spec.id] = exc
         if batch.pending:
@@ -224,7 +250,9 @@ class Supervisor:
         self._starters[ref] = entry
         return entry
 
-    def _spawn(self, child: Child, batch: _StartBatch | None, handover: Any = None) -> None:
+    def _spawn(
+        self, child: Child, batch: _StartBatch | None, arrival: Arrival | None = None
+    ) -> None:
         spec = child.spec
         try:
             is_class, target = self._resolve(spec.start)
@@ -245,16 +273,37 @@ class Supervisor:
             if batch is not None:
                 child._batch = batch
                 batch.pending += 1
-            coro = serve(proc, ctx, spec.args, spec.kwargs, handover, self._started_cb(child))
+            coro = serve(
+                proc,
+                ctx,
+                spec.args,
+                spec.kwargs,
+                arrival,
+                self._ready_cb(child),
+                self._started_cb(child),
+            )
         else:
             coro = target(ctx, *spec.args, **spec.kwargs)
         task = asyncio.get_running_loop().create_task(coro, name=f"child:{spec.id}")
         child.task = task
         task.add_done_callback(self._exit_cb(child))
         if not is_class:
-            self._mark_running(child)
             if batch is not None:
                 batch.results[spec.id] = ctx.pid
+            if arrival is None:
+                self._mark_running(child)
+            else:  # it runs at once, but its mailbox is held until the old copy is gone
+                ctx._hold()
+                arrival.future.add_done_callback(self._arrived_cb(child, ctx))
+
+    def _ready_cb(self, child: Child) -> Callable[[ProcessContext], None]:
+        def ready(ctx: ProcessContext) -> None:  # init done; the arrival is awaited
+            if child.ctx is ctx and child.state == "starting":
+                batch, child._batch = child._batch, None
+                if batch is not None:
+                    batch.settle(child.spec.id, ctx.pid)
+
+        return ready
 
     def _started_cb(self, child: Child) -> Callable[[ProcessContext], None]:
         def started(ctx: ProcessContext) -> None:
@@ -265,6 +314,16 @@ class Supervisor:
                     batch.settle(child.spec.id, ctx.pid)
 
         return started
+
+    def _arrived_cb(self, child: Child, ctx: ProcessContext) -> Callable[[Any], None]:
+        def arrived(future: asyncio.Future[tuple[list[Any], Any]]) -> None:
+            if future.cancelled() or child.ctx is not ctx or child.task is None:
+                return
+            ctx._release(future.result()[0])
+            if child.state == "starting" and child._stop_waiter is None:
+                self._mark_running(child)
+
+        return arrived
 
     def _mark_running(self, child: Child) -> None:
         child.state = "running"
@@ -285,12 +344,16 @@ class Supervisor:
     def _on_exit(self, child: Child, task: asyncio.Task[Any]) -> None:
         child.task = None
         error: BaseException | None = None
+        handed: Handed | None = None
         if task.cancelled():
             reason: Any = "cancelled"
         else:
             exc = task.exception()
             if exc is None:  # a class process returns its stop reason; a function returns
                 reason = task.result() if child.is_class else "normal"
+                if isinstance(reason, Handed):
+                    handed = reason
+                    reason = reason.reason
             elif isinstance(exc, ProcessExit):
                 reason = exc.reason
                 if reason not in NORMAL_REASONS:
@@ -302,9 +365,8 @@ class Supervisor:
             self._remove(child, "stopped", reason)
             if batch is not None:  # stopped before its init finished: the start did not happen
                 batch.settle(child.spec.id, NotFound(child.spec.id))
-            result = reason[1] if isinstance(reason, tuple) and len(reason) == 2 else None
             if not child._stop_waiter.done():
-                child._stop_waiter.set_result(result)
+                child._stop_waiter.set_result(handed)
         elif batch is not None:  # first init failed: the child never ran
             if child.ctx is not None:
                 child.ctx._close(reason)
@@ -365,7 +427,10 @@ class Supervisor:
 
     def _remove(self, child: Child, kind: RemovalKind, reason: Any) -> None:
         if child.ctx is not None:
-            child.ctx._close(reason)
+            if child._keep:
+                child._leftover = child.ctx._take(reason)
+            else:
+                child.ctx._close(reason)
         if self.children.get(child.spec.id) is child:
             del self.children[child.spec.id]
         child.state = "stopping"
@@ -375,10 +440,27 @@ class Supervisor:
 
     # -- stopping ------------------------------------------------------------------------------
 
+    async def move_out(self, child_id: str, *, handover: bool) -> Leftover:
+        """Stop a child that moves to another node (reason ``"migrate"``): the casts still in
+        its mailbox are kept, in order, for the next instance (calls fail with
+        :class:`hub.NotDelivered`: their callers retry there); with ``handover`` a class
+        process's ``handover_state()`` is taken after the message it is handling, before
+        ``terminate``."""
+        child = self.children.get(child_id)
+        if child is None:
+            raise NotFound(child_id)
+        child._keep = True
+        handed = await self.stop(child_id, "migrate", handover=handover)
+        messages, child._leftover = child._leftover, []
+        if isinstance(handed, Handed):
+            return Leftover(messages, handed.state, handed.error)
+        return Leftover(messages, NO_STATE, "")
+
     async def stop(self, child_id: str, reason: Any = "shutdown", *, handover: bool = False) -> Any:
         """Stop a child: ``terminate(reason)`` within ``shutdown_timeout``, then cancel.
 
-        Returns the handed-over state when ``handover`` (class processes only), else ``None``.
+        Returns a :class:`~hub.process.Handed` when ``handover`` and the child is a running
+        class process, else ``None``.
         """
         child = self.children.get(child_id)
         if child is None:

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import msgpack  # type: ignore[import-untyped]
+
 from .desired import Record
 from .errors import (
     AlreadyStarted,
@@ -28,10 +30,12 @@ from .registry import Delta, Entry
 
 __all__ = [
     "delta_to_wire",
+    "dumps",
     "entry_from_wire",
     "entry_to_wire",
     "error_from_wire",
     "error_to_wire",
+    "loads",
     "pid_from_wire",
     "record_from_wire",
     "state_from_wire",
@@ -110,3 +114,23 @@ def state_to_wire(state: tuple[Any, int]) -> list[Any]:
 def state_from_wire(data: Any) -> tuple[Any, int]:
     versions, digest = data
     return (tuple(tuple(v) for v in versions), int(digest))
+
+
+def dumps(value: Any) -> bytes:
+    """``value`` as msgpack bytes (a handover state, a moved mailbox); raises
+    :class:`~hub.errors.InvalidSpec` for what msgpack cannot encode."""
+    try:
+        data: bytes = msgpack.packb(value, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidSpec(f"not msgpack data: {exc}") from None
+    return data
+
+
+def loads(data: Any) -> Any:
+    """The value :func:`dumps` encoded; raises ``ValueError`` for malformed data."""
+    if not isinstance(data, bytes):
+        raise ValueError(f"expected bytes, got {type(data).__name__}")
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise ValueError(f"malformed data: {exc}") from None

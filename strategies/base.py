@@ -30,11 +30,15 @@ __all__ = [
 # -- argument checks (shared by the strategies; every failure is an InvalidSpec) ---------------
 
 
-def check_int(owner: str, name: str, value: object, minimum: int) -> int:
+def check_int(
+    owner: str, name: str, value: object, minimum: int, maximum: int | None = None
+) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidSpec(f"{owner}: {name} must be an int, got {value!r}")
     if value < minimum:
         raise InvalidSpec(f"{owner}: {name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise InvalidSpec(f"{owner}: {name} must be <= {maximum}, got {value}")
     return value
 
 

@@ -107,3 +107,85 @@ class Unencodable(Process):
 def counters(n: int, prefix: str = "c") -> list[ChildSpec]:
     """``n`` Counter specs ``<prefix>0..``, each starting at its index."""
     return [ChildSpec(f"{prefix}{i}", Counter, args=[i]) for i in range(n)]
+
+
+#: child id -> ``(sender, seq)`` of every message a :class:`Sequenced` applied, in the order
+#: applied (in-process clusters share it: the order spans the copies of a moving child)
+APPLIED: dict[str, list[tuple[str, int]]] = {}
+
+
+class Sequenced(Process):
+    """Applies ``{"from": sender, "seq": k}`` casts and checks that each sender's seqs arrive
+    as 1, 2, 3, ... (``bad`` counts the ones that did not). Its state moves with HotSwap."""
+
+    async def init(self, slow_terminate: float = 0.0) -> None:
+        self.n = 0
+        self.last: dict[str, int] = {}
+        self.bad = 0
+        self.handovers = 0
+        self.slow_terminate = slow_terminate
+
+    async def handle_cast(self, message: Any) -> None:
+        sender, seq = message["from"], message["seq"]
+        if seq != self.last.get(sender, 0) + 1:
+            self.bad += 1
+        self.last[sender] = seq
+        self.n += 1
+        APPLIED.setdefault(self.ctx.child_id, []).append((sender, seq))
+
+    async def handle_call(self, message: Any) -> Any:
+        return {
+            "n": self.n,
+            "last": self.last,
+            "bad": self.bad,
+            "handovers": self.handovers,
+            "node": self.ctx.node,
+        }
+
+    def handover_state(self) -> Any:
+        return {"n": self.n, "last": self.last, "bad": self.bad, "handovers": self.handovers}
+
+    async def receive_handover(self, state: Any) -> None:
+        self.n = state["n"]
+        self.last = state["last"]
+        self.bad = state["bad"]
+        self.handovers = state["handovers"] + 1
+
+    async def terminate(self, reason: Any) -> None:
+        if self.slow_terminate:
+            await asyncio.sleep(self.slow_terminate)
+
+
+class BigState(Process):
+    """Hands over a state of ``size`` bytes."""
+
+    async def init(self, size: int) -> None:
+        self.blob = b"x" * size
+        self.received = False
+
+    async def handle_call(self, message: Any) -> Any:
+        return {"received": self.received, "size": len(self.blob)}
+
+    def handover_state(self) -> Any:
+        return {"blob": self.blob}
+
+    async def receive_handover(self, state: Any) -> None:
+        self.received = True
+
+
+class SlowInit(Process):
+    """``init`` takes ``seconds`` on every node but ``fast_on``."""
+
+    async def init(self, seconds: float, fast_on: str = "") -> None:
+        if self.ctx.node != fast_on:
+            await asyncio.sleep(seconds)
+        self.received = False
+
+    async def handle_call(self, message: Any) -> Any:
+        return {"received": self.received, "node": self.ctx.node}
+
+    def handover_state(self) -> Any:
+        return {"from": self.ctx.node}
+
+    async def receive_handover(self, state: Any) -> None:
+        self.received = True

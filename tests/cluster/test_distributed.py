@@ -306,7 +306,7 @@ async def test_a_silent_node_costs_only_its_children_a_timeout_and_rollback_span
     assert b.coordinator is not None
     hang = asyncio.Event()
 
-    async def silent(*args: Any) -> Any:
+    async def silent(*args: Any, **kwargs: Any) -> Any:
         await hang.wait()  # b's hub accepts the request and never answers
 
     b.coordinator.serve_start = silent  # type: ignore[method-assign]

@@ -317,7 +317,6 @@ async def test_constructor_validates_its_arguments() -> None:
 @pytest.mark.parametrize(
     ("option", "value", "words"),
     [
-        ("migration", "HotSwap", "hot migration"),
         ("redundancy", "passive", "passive replicas"),
         ("partition", "StaticQuorum", "quorum locking"),
         ("synchronization", "Gossip", "gossip relaying"),
@@ -329,7 +328,6 @@ def test_strategy_settings_the_hub_cannot_honour_are_refused(
     import strategies
 
     made = {
-        "HotSwap": lambda: strategies.HotSwap(),
         "passive": lambda: strategies.Replication(factor=2, replication_model="passive"),
         "StaticQuorum": lambda: strategies.StaticQuorum(size=2),
         "Gossip": lambda: strategies.Gossip(),
@@ -337,3 +335,16 @@ def test_strategy_settings_the_hub_cannot_honour_are_refused(
     with pytest.raises(InvalidSpec, match=words):
         Hub("h", host=None, **{option: made})
     Hub("h", host=None, redundancy=strategies.Replication(factor=2))  # active replicas: fine
+
+
+def test_hot_moves_under_replication_are_refused() -> None:
+    import strategies
+
+    with pytest.raises(InvalidSpec, match="under replication use ColdSwap"):
+        Hub(
+            "h",
+            host=None,
+            migration=strategies.HotSwap(),
+            redundancy=strategies.Replication(factor=2),
+        )
+    Hub("h", host=None, migration=strategies.HotSwap())  # one copy: fine

@@ -14,6 +14,7 @@ from hub import (
     Hook,
     Hub,
     MailboxFull,
+    NotDelivered,
     NotFound,
     PidUpdate,
     ProcessContext,
@@ -185,16 +186,35 @@ async def test_calls_still_queued_fail_when_the_process_exits(make_hub: Any) -> 
         await first
 
 
-async def test_stop_with_handover_returns_state_for_the_next_instance() -> None:
+async def test_a_move_out_hands_over_state_and_queued_casts_to_the_next_instance() -> None:
+    from hub.process import Arrival
+
     async with Hub("h", node="n1", host=None) as hub:
         sup = hub.runtime.supervisor
         await hub.start_child(ChildSpec("c", procs.Counter, args=[1]))
         await hub.cast("c", {"by": 41})
-        state = await sup.stop("c", "migrate", handover=True)
-        assert state == {"n": 42}
-        results = await sup.start_batch([(ChildSpec("c", procs.Counter), {}, state)], 5.0)
-        assert isinstance(results["c"], Pid)
-        assert await hub.call("c", "get") == 42
+        await hub.call("c", "get")
+        ctx = sup.children["c"].ctx
+        assert ctx is not None
+        call_future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        for by in (1, 2, 4):  # the first goes to the waiting process; the stop jumps the queue
+            ctx.deliver({"by": by})
+        ctx.deliver(Call("get", call_future))
+        left = await sup.move_out("c", handover=True)
+        assert left.state == {"n": 43}
+        assert left.messages == [{"by": 2}, {"by": 4}]  # in order; the call is not carried
+        with pytest.raises(NotDelivered):  # never handled: its caller may send it again
+            await call_future
+        arrival = Arrival()
+        results = await sup.start_batch([(ChildSpec("c", procs.Counter), {}, arrival)], 5.0)
+        assert isinstance(results["c"], Pid)  # ready: init ran, the mailbox is held
+        new_ctx = sup.children["c"].ctx
+        assert new_ctx is not None
+        new_ctx.deliver({"by": 100})  # sent to the new copy while it waits
+        assert sup.children["c"].state == "starting"
+        arrival.complete(left.messages, left.state)
+        await wait_until(lambda: sup.children["c"].state == "running")
+        assert await hub.call("c", "get") == 43 + 2 + 4 + 100
 
 
 async def test_a_child_stopped_before_its_init_finished_settles_its_start_at_once() -> None:
