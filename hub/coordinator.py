@@ -216,6 +216,7 @@ class Coordinator:
         self._incoming: dict[str, _Incoming] = {}
         self._running: dict[str, asyncio.Future[bool]] = {}  # arrivals waited for
         self.moves_in_flight = 0  # migration batches of this node not finished
+        self._pinned: dict[str, str] = {}  # live children placed by hub.migrate: id -> node
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -358,8 +359,17 @@ class Coordinator:
     # -- placement -----------------------------------------------------------------------------
 
     def owners(self, child_id: str) -> list[str]:
-        """The owners of ``child_id`` over the live members that do not drain."""
+        """The owners of ``child_id`` over the live members that do not drain (a child moved
+        with :meth:`migrate` is owned by its node while that node is live and not draining)."""
         draining = self.draining | {self.node} if self.leaving else self.draining
+        if self._pinned:
+            pin = self._pinned.get(child_id)
+            if (
+                pin is not None
+                and pin not in draining
+                and (pin in self.members or pin == self.node)
+            ):
+                return [pin]
         if not draining:
             return list(self.distribution.belongs_to(child_id, self.rf))
         found = self.distribution.belongs_to(child_id, self.rf + len(draining))
@@ -412,6 +422,10 @@ class Coordinator:
             self._dirty.add(cid)
             if publish:
                 self._outgoing[cid] = record
+            if record.pin and record.status == LIVE:
+                self._pinned[cid] = record.pin
+            else:
+                self._pinned.pop(cid, None)
             if record.status != LIVE:
                 self._failures.pop(cid, None)
                 if cid in self.messenger.relay and not self.messenger.relay.moving(cid):
@@ -1065,6 +1079,37 @@ class Coordinator:
         if arrived:
             self.runtime.events.emit(Hook.CHILDREN_MIGRATED, ChildrenMigrated(self.node, arrived))
         return out
+
+    async def migrate(self, child_id: str, node: str, timeout: float) -> Pid:
+        """Move ``child_id`` to ``node`` (with the hub's migration strategy) and keep it
+        there while ``node`` is a live member that does not drain; returns its new pid."""
+        if self.rf > 1:
+            raise InvalidSpec("migrate() moves the one copy of a child; this hub replicates")
+        if node != self.node and node not in self.members:
+            raise InvalidSpec(f"{node!r} is not a live member of hub {self.hub_id!r}")
+        if node in self.draining or (node == self.node and self.leaving):
+            raise InvalidSpec(f"{node!r} drains: nothing moves to it")
+        record = self.desired.live(child_id)
+        if record is None:
+            raise NotFound(child_id)
+        if record.pin != node:
+            self.write(record.pinned(self.origin, node))
+            self._replan_local([child_id])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            part = self.registry.partitions.get(node)
+            entry = part.entries.get(child_id) if part is not None else None
+            if entry is not None and len(self.running_on(child_id)) == 1:
+                return entry.pid
+            if self.desired.live(child_id) is None:
+                raise NotFound(child_id)
+            if loop.time() >= deadline:
+                raise Timeout(f"{child_id} did not move to {node} within {timeout}s")
+            self._registry_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(min(deadline, loop.time() + 0.5)):
+                    await self._registry_changed.wait()
 
     # -- start and stop requests ---------------------------------------------------------------
 

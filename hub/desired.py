@@ -6,7 +6,7 @@ run), ``STOPPED`` (deliberately stopped: a tombstone) or ``BURIED`` (it exhauste
 intensity). Every change of a child's desired state writes a record with a higher epoch.
 
 The :class:`DesiredTable` is a state-based CRDT: :meth:`DesiredTable.merge` keeps, per child,
-the record with the greatest ``(epoch, status, origin)``. That order is total, so merging is
+the record with the greatest ``(epoch, status, rev, origin)``. That order is total, so merging is
 commutative, associative and idempotent: any two nodes that have seen the same records hold the
 same table, whatever the order and however often the records arrived. A tombstone outranks the
 live record it replaces (higher epoch), so a stale copy that reappears after a partition or a
@@ -66,6 +66,8 @@ class Record(NamedTuple):
     status: int = LIVE
     info: str = ""  # why it was stopped or buried
     at: float = 0.0  # wall-clock seconds when a tombstone was written (for its expiry)
+    rev: int = 0  # revision within the epoch: a placement change of a running child
+    pin: str = ""  # the node it was migrated to (``hub.migrate``): placed there while live
 
     @property
     def child_id(self) -> str:
@@ -75,23 +77,40 @@ class Record(NamedTuple):
     def live(self) -> bool:
         return self.status == LIVE
 
-    def key(self) -> tuple[int, int, str]:
+    def key(self) -> tuple[int, int, int, str]:
         """The merge order: the greatest key wins."""
-        return (self.epoch, self.status, self.origin)
+        return (self.epoch, self.status, self.rev, self.origin)
 
     def successor(self, origin: str, status: int, info: str = "", at: float = 0.0) -> Record:
         """The next version of this child's desired state, written by ``origin``."""
         return Record(self.spec, self.metadata, self.epoch + 1, origin, status, info, at)
 
+    def pinned(self, origin: str, node: str) -> Record:
+        """The same live child, placed on ``node`` from now on (a revision, not a new epoch:
+        the running copy stays current and moves)."""
+        return self._replace(origin=origin, rev=self.rev + 1, pin=node)
+
     def to_wire(self) -> list[Any]:
         meta = dict(self.metadata) if self.metadata else None
-        return [self.spec.to_wire(), meta, self.epoch, self.origin, self.status, self.info, self.at]
+        return [
+            self.spec.to_wire(),
+            meta,
+            self.epoch,
+            self.origin,
+            self.status,
+            self.info,
+            self.at,
+            self.rev,
+            self.pin,
+        ]
 
     @classmethod
     def from_wire(cls, data: Any) -> Record:
-        if not isinstance(data, list) or len(data) != 7:
+        if not isinstance(data, list) or len(data) != 9:
             raise ValueError("malformed desired record")
-        spec, meta, epoch, origin, status, info, at = data
+        spec, meta, epoch, origin, status, info, at, rev, pin = data
+        if type(rev) is not int or rev < 0 or not isinstance(pin, str):
+            raise ValueError("malformed desired record revision")
         if meta is not None and not isinstance(meta, dict):
             raise ValueError("malformed desired record metadata")
         if type(epoch) is not int or epoch < 1 or not isinstance(origin, str):
@@ -103,7 +122,9 @@ class Record(NamedTuple):
         metadata = MappingProxyType(meta) if meta else _EMPTY
         when = float(at) if at else 0.0  # live records carry no time: one shared zero
         spec_ = ChildSpec.from_wire(spec)
-        return cls(spec_, metadata, epoch, sys.intern(origin), status, info, when)
+        return cls(
+            spec_, metadata, epoch, sys.intern(origin), status, info, when, rev, sys.intern(pin)
+        )
 
 
 def bucket_of(child_id: str) -> int:
@@ -112,7 +133,10 @@ def bucket_of(child_id: str) -> int:
 
 
 def _fingerprint(record: Record) -> int:
-    raw = f"{record.spec.id}\x00{record.epoch}\x00{record.status}\x00{record.origin}".encode()
+    raw = (
+        f"{record.spec.id}\x00{record.epoch}\x00{record.status}\x00{record.origin}"
+        f"\x00{record.rev}\x00{record.pin}"
+    ).encode()
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
 
 

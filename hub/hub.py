@@ -249,6 +249,24 @@ class Hub:
         ]
         return StopResult("error" if errors else "ok", [(cid, [self.node]) for cid in left], errors)
 
+    async def migrate(self, child_id: str, node: str, *, timeout: float | None = None) -> Pid:
+        """Move ``child_id`` to ``node`` with the hub's migration strategy (HotSwap: its state
+        and queued messages go with it; ColdSwap: its messages) and keep it there: the child
+        is placed on ``node`` while ``node`` is a live member that does not drain (if it
+        leaves or drains, the child goes to its ring owner, and comes back when the node does).
+        Returns the child's pid on ``node``. Raises :class:`NotFound` for a child that is not
+        running, :class:`InvalidSpec` for a node that is not a live, non-draining member (or
+        a hub without a cluster, or under replication) and :class:`Timeout` when the move did
+        not finish within ``timeout`` (default: ``start_timeout`` plus ``call_timeout``)."""
+        self._check_running()
+        if not isinstance(child_id, str) or not isinstance(node, str):
+            raise InvalidSpec("migrate(child_id, node) takes two strings")
+        limit = _check_timeout(timeout, self._start_timeout + self._call_timeout)
+        coordinator = self.coordinator
+        if coordinator is None:
+            raise InvalidSpec("migrate() needs a cluster: this hub has no node endpoint")
+        return await coordinator.migrate(child_id, node, limit)
+
     async def __aenter__(self) -> Hub:
         return await self.start()
 

@@ -267,3 +267,51 @@ async def test_a_ready_copy_gets_the_state_within_retention(nodes: Nodes) -> Non
     assert await a.call(cid, "get") == {"received": True, "node": "b"}
     assert [(d.child_id, d.from_node, d.to_node) for d in delivered] == [(cid, "a", "b")]
     assert delivered[0].size > 0
+
+
+@pytest.mark.parametrize("kind", ["hot", "cold"])
+async def test_migrate_moves_one_child_with_its_messages_and_keeps_it_there(
+    nodes: Nodes, kind: str
+) -> None:
+    hubs, ids = await start_with_traffic(nodes, kind, ["a", "b", "c"], count=30)
+    ring = ConsistentHashing(nodes=["a", "b", "c"])
+    cid = next(c for c in sorted(ids) if ring.belongs_to(c)[0] == "a")
+    senders = Senders(hubs, [cid])
+    await senders.rounds(5)
+    pid = await hubs[1].migrate(cid, "c")
+    assert pid.node == "c"
+    assert [n for n, _ in hubs[1].lookup(cid)] == ["c"]
+    await senders.rounds(5)
+    await senders.stop()
+    assert senders.errors == []
+    await all_applied([cid], senders.sent)
+    got = await hubs[0].call(cid, "state")
+    assert got["node"] == "c"
+    if kind == "hot":
+        assert (got["n"], got["bad"], got["handovers"]) == (sum(senders.sent.values()), 0, 1)
+    # it stays: every node's placement says it belongs where it was migrated to ...
+    assert all(h.coordinator is not None and h.coordinator.owners(cid) == ["c"] for h in hubs)
+    # ... until its node drains: then it goes to its ring owner among the others
+    await hubs[2].drain()
+    await wait_until(lambda: [n for n, _ in hubs[0].lookup(cid)] == ["a"], timeout=DEADLINE)
+
+
+async def test_migrate_refuses_what_it_cannot_do(nodes: Nodes) -> None:
+    from hub import InvalidSpec, NotFound
+
+    a = await nodes.add("a")
+    await nodes.add("b")
+    await a.start_children([ChildSpec("m", procs.Counter)], timeout=DEADLINE)
+    with pytest.raises(InvalidSpec, match="not a live member"):
+        await a.migrate("m", "nowhere")
+    with pytest.raises(NotFound):
+        await a.migrate("unknown", "b")
+    assert (await a.migrate("m", "b")).node == "b"
+    assert (await a.migrate("m", "b")).node == "b"  # already there: at once
+    standalone = Hub("solo", host=None)
+    await standalone.start()
+    try:
+        with pytest.raises(InvalidSpec, match="needs a cluster"):
+            await standalone.migrate("m", "b")
+    finally:
+        await standalone.stop()
