@@ -37,6 +37,7 @@ __all__ = ["CHILD_STATES", "NodeMetrics"]
 #: Every state a local child can be in (each is reported, zeros included).
 CHILD_STATES = ("starting", "running", "restarting", "stopping")
 _MEMBER_STATES = ("alive", "suspect", "dead", "left")
+_ACTIONS = ("Start", "Stop", "Move", "Conflict", "Bury")  # hub.planner's action types
 
 
 class NodeMetrics:
@@ -251,8 +252,9 @@ class _Collector:
             coordinator = hub.coordinator
             if coordinator is not None:
                 desired.add_metric([hid], len(coordinator.desired))
-                for action, n in sorted(coordinator.planned.items()):
-                    actions.add_metric([hid, action.lower()], n)
+                planned = coordinator.planned
+                for action in sorted({*_ACTIONS, *planned}):
+                    actions.add_metric([hid, action.lower()], planned.get(action, 0))
             kept = hub.counters
             if kept is not None:
                 for key, family in counters.items():
