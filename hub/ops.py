@@ -21,6 +21,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
+from .errors import (
+    AlreadyStarted,
+    CallFailed,
+    HookError,
+    HubClosed,
+    HubError,
+    InvalidSpec,
+    MailboxFull,
+    NodeUnreachable,
+    NotFound,
+    QuorumLost,
+    StartFailed,
+    Timeout,
+    Unauthorized,
+)
 from .events import Hook
 from .hooks import HookHandler, HookManager
 
@@ -30,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALIVE_PATH",
+    "HTTP_STATUS",
     "METRICS_PATH",
     "READY_PATH",
     "READ_ONLY_PATHS",
@@ -38,6 +54,7 @@ __all__ = [
     "ObservedHub",
     "Readiness",
     "add_read_only_routes",
+    "http_status",
     "readiness",
 ]
 
@@ -47,6 +64,33 @@ ALIVE_PATH = "/health/alive"
 READY_PATH = "/health/ready"
 METRICS_PATH = "/metrics"
 READ_ONLY_PATHS = (METRICS_PATH, ALIVE_PATH, READY_PATH)
+
+
+#: Suggested HTTP status per hub error, most specific first (``docs/embedding.md`` explains
+#: each choice). :func:`http_status` walks it in order, so a subclass listed before its base wins.
+HTTP_STATUS: tuple[tuple[type[HubError], int], ...] = (
+    (InvalidSpec, 400),  # the request was wrong: do not retry it as is
+    (NotFound, 404),
+    (AlreadyStarted, 409),
+    (MailboxFull, 429),  # back off and retry
+    (Unauthorized, 403),
+    (NodeUnreachable, 503),  # a Timeout too: the owner's node is unreachable right now
+    (Timeout, 504),
+    (QuorumLost, 503),
+    (HubClosed, 503),  # this instance is stopping or draining: retry on another
+    (CallFailed, 502),  # the process crashed handling the message
+    (StartFailed, 500),
+    (HookError, 500),
+    (HubError, 500),
+)
+
+
+def http_status(exc: BaseException) -> int:
+    """The suggested HTTP status for an exception a hub raised (500 for anything else)."""
+    for kind, status in HTTP_STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500
 
 
 class ObservedHub(Protocol):
