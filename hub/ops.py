@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from aiohttp import web
 
@@ -149,74 +150,74 @@ def readiness(
     return Readiness(not reasons, tuple(reasons))
 
 
+#: A handler that costs one C call and keeps nothing: for events counted by their dispatches.
+_DISCARD: Final = deque[Any](maxlen=0).append
+
+
 class HubCounters:
-    """Monotonic counts of a hub's events, kept by internal hook handlers (ids ``mx_*``, one
-    integer increment each): what the metrics report as ``_total`` counters. The events are
-    those the hub dispatches anyway; the only added work is building ``PROCESS_STARTUPS``
-    (one list per start batch) now that someone listens to it."""
+    """Monotonic counts of a hub's events for the metrics' ``_total`` counters, kept by
+    internal hook handlers (ids ``mx_*``). Events counted one per dispatch get a C-level no-op
+    handler (``deque(maxlen=0).append``) and are read from the manager's own dispatch counter
+    (:meth:`HookManager.stats`); the two batch events (``PROCESS_STARTUPS``,
+    ``CHILDREN_MIGRATED``) get an integer increment by batch size. The only other added work
+    is building ``PROCESS_STARTUPS`` (one list per start batch) now that someone listens."""
 
-    #: The internal handler ids this registers (``register(..., internal=True)``).
-    HANDLER_IDS = (
-        "mx_starts",
-        "mx_restarts",
-        "mx_crashes",
-        "mx_buried",
-        "mx_migrated",
-        "mx_migration_failed",
-        "mx_conflicts",
+    #: ``(handler id, event)`` of every internal handler this registers.
+    HANDLERS = (
+        ("mx_starts", Hook.PROCESS_STARTUPS),
+        ("mx_restarts", Hook.CHILD_PROCESS_PID_UPDATE),
+        ("mx_crashes", Hook.CHILD_CRASHED),
+        ("mx_buried", Hook.CHILD_BURIED),
+        ("mx_migrated", Hook.CHILDREN_MIGRATED),
+        ("mx_migration_failed", Hook.MIGRATION_FAILED),
+        ("mx_conflicts", Hook.CHILD_CONFLICT),
     )
 
-    __slots__ = (
-        "buried",
-        "conflicts",
-        "crashes",
-        "migrated_in",
-        "migration_failed",
-        "restarts",
-        "starts",
-    )
+    __slots__ = ("_hooks", "migrated_in", "starts")
 
     def __init__(self) -> None:
         self.starts = 0
-        self.restarts = 0
-        self.crashes = 0
-        self.buried = 0
         self.migrated_in = 0
-        self.migration_failed = 0
-        self.conflicts = 0
+        self._hooks: HookManager | None = None
 
     def attach(self, hooks: HookManager) -> None:
-        def add(event: Hook, hid: str, fn: Callable[[Any], None]) -> None:
-            hooks.register(event, HookHandler(hid, fn, priority=1000), internal=True)
+        self._hooks = hooks
+        calls: dict[str, Callable[[Any], None]] = {
+            "mx_starts": self._started,
+            "mx_migrated": self._migrated,
+        }
+        for hid, event in self.HANDLERS:
+            handler = HookHandler(hid, calls.get(hid, _DISCARD), priority=1000)
+            hooks.register(event, handler, internal=True)
 
-        add(Hook.PROCESS_STARTUPS, "mx_starts", self._started)
-        add(Hook.CHILD_PROCESS_PID_UPDATE, "mx_restarts", self._restarted)
-        add(Hook.CHILD_CRASHED, "mx_crashes", self._crashed)
-        add(Hook.CHILD_BURIED, "mx_buried", self._buried)
-        add(Hook.CHILDREN_MIGRATED, "mx_migrated", self._migrated)
-        add(Hook.MIGRATION_FAILED, "mx_migration_failed", self._migration_failed)
-        add(Hook.CHILD_CONFLICT, "mx_conflicts", self._conflict)
+    def _dispatched(self, event: Hook) -> int:
+        return self._hooks.stats(event).dispatched if self._hooks is not None else 0
+
+    @property
+    def restarts(self) -> int:
+        return self._dispatched(Hook.CHILD_PROCESS_PID_UPDATE)
+
+    @property
+    def crashes(self) -> int:
+        return self._dispatched(Hook.CHILD_CRASHED)
+
+    @property
+    def buried(self) -> int:
+        return self._dispatched(Hook.CHILD_BURIED)
+
+    @property
+    def migration_failed(self) -> int:
+        return self._dispatched(Hook.MIGRATION_FAILED)
+
+    @property
+    def conflicts(self) -> int:
+        return self._dispatched(Hook.CHILD_CONFLICT)
 
     def _started(self, data: Any) -> None:
         self.starts += len(data)
 
-    def _restarted(self, data: Any) -> None:
-        self.restarts += 1
-
-    def _crashed(self, data: Any) -> None:
-        self.crashes += 1
-
-    def _buried(self, data: Any) -> None:
-        self.buried += 1
-
     def _migrated(self, data: Any) -> None:
         self.migrated_in += len(data[1])
-
-    def _migration_failed(self, data: Any) -> None:
-        self.migration_failed += 1
-
-    def _conflict(self, data: Any) -> None:
-        self.conflicts += 1
 
 
 def hub_health(hub: ObservedHub) -> HubHealth:

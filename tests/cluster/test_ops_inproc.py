@@ -145,6 +145,9 @@ async def test_get_or_start_from_two_nodes_at_once_starts_one_child_per_id() -> 
         assert running == dict.fromkeys(ids, 1)
         assert a.hub.counters is not None
         assert b.hub.counters is not None
+        counted = (a.hub.counters, b.hub.counters)
+        # each node's event pump delivers PROCESS_STARTUPS on its own schedule
+        await wait_until(lambda: sum(c.starts for c in counted) >= 30, DEADLINE)
         assert a.hub.counters.starts + b.hub.counters.starts == 30
         again = await b.hub.get_or_start(specs[0])  # known: no start
         assert again == found[0]
