@@ -242,7 +242,9 @@ async def test_metrics_count_starts_crashes_restarts_and_migrations(
         (await a.start_children(procs.counters(10))).raise_for_errors()
         with pytest.raises(CallFailed):
             await a.call("c3", "crash")
-        await wait_until(lambda: a.counters is not None and a.counters.restarts == 1)
+        assert a.counters is not None
+        kept = a.counters
+        await wait_until(lambda: (kept.restarts, kept.starts) == (1, 11))
         await wait_until(lambda: all(c.state == "running" for c in a.runtime.children().values()))
         status, text = await get(session, url)
         assert status == 200
@@ -267,6 +269,9 @@ async def test_metrics_count_starts_crashes_restarts_and_migrations(
             moved = [cid for cid in (f"c{i}" for i in range(10)) if owner(["a", "b"], cid) == "b"]
             await wait_until(lambda: len(b.process_list("local")) == len(moved), DEADLINE)
             await wait_until(lambda: len(a.process_list("local")) == 10 - len(moved), DEADLINE)
+            assert b.counters is not None
+            bkept = b.counters
+            await wait_until(lambda: bkept.migrated_in >= len(moved), DEADLINE)
             burl = f"http://127.0.0.1:{b.endpoint.address.port}/metrics"
             _, btext = await get(session, burl)
             assert value(
