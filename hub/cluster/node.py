@@ -585,7 +585,7 @@ class Node:
         quiet = self._auth_log.allow(f"in:{peer}", asyncio.get_running_loop().time())
         if quiet is not None:
             logger.error(
-                "rejected %s from %s: %s; check that every node uses the same cookie and "
+                "refused %s from %s: %s; check that every node uses the same cookie and "
                 "cluster label (and that clocks agree within the replay window)%s",
                 where,
                 peer,

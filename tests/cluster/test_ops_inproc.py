@@ -370,7 +370,7 @@ async def test_a_cookie_mismatch_is_logged_at_error_naming_the_peer(
                         for r in caplog.records
                     )
 
-                await wait_until(lambda: logged("rejected a message from 'b'"), DEADLINE)
+                await wait_until(lambda: logged("refused a message from 'b'"), DEADLINE)
                 await wait_until(lambda: logged("rejected our cookie"), DEADLINE)
                 assert not b.joined
 
