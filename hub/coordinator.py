@@ -201,6 +201,8 @@ class Coordinator:
         self._snapshotting: set[str] = set()
         self._sync_pending = False
         self._registry_changed = asyncio.Event()
+        #: Planner actions executed, by action type (read by the metrics).
+        self.planned: dict[str, int] = {}
         # moves and messages
         self.messenger = Messenger(
             hub_id,
@@ -568,7 +570,10 @@ class Coordinator:
         starts: list[Start] = []
         stops: dict[str, list[str]] = {}
         moves: dict[str, list[str]] = {}
+        planned = self.planned
         for action in plan.actions:
+            kind = type(action).__name__
+            planned[kind] = planned.get(kind, 0) + 1
             if isinstance(action, Start):
                 starts.append(action)
             elif isinstance(action, Stop):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import difflib
 import importlib
 import logging
 import math
@@ -295,6 +296,8 @@ class HookManager:
         :class:`HookIdConflict` for an id already used for this event), none. ``internal``
         handlers (the hub's and strategies') can only be cancelled with ``force=True``."""
         key = _event_key(event)
+        if type(key) is str and key not in self._declared:
+            _refuse_misspelled(key)
         if isinstance(handler_or_list, HookHandler):
             handlers: list[HookHandler] = [handler_or_list]
         else:
@@ -342,6 +345,11 @@ class HookManager:
         """The handlers of ``event`` in dispatch order, disabled ones included."""
         slot = self._slots.get(_event_key(event))
         return [entry.handler for entry in slot.entries] if slot else []
+
+    def events(self) -> list[Event]:
+        """Every event this manager has seen (registered or dispatched), in first-seen order:
+        with :meth:`stats`, what the metrics report."""
+        return list(self._slots)
 
     def has_handlers(self, event: Event) -> bool:
         """Whether ``event`` has an enabled handler: one set lookup, so callers can skip
@@ -753,6 +761,26 @@ def _event_key(event: Event) -> str:
         return Hook(event)
     except ValueError:
         return event
+
+
+def near_hub_event(name: str) -> str | None:
+    """The hub event that ``name`` looks like a misspelling of (``"child_crashd"`` ->
+    ``"child_crashed"``), or ``None``. Pure; a similarity ratio of at least 0.85 counts."""
+    if name in _HOOK_VALUES:
+        return None
+    close = difflib.get_close_matches(name.lower(), _HOOK_VALUES, n=1, cutoff=0.85)
+    return close[0] if close else None
+
+
+def _refuse_misspelled(name: str) -> None:
+    """Registering for a name that is not a hub event but nearly is: almost surely a typo that
+    would never fire. A user hook of that name is accepted once declared."""
+    near = near_hub_event(name)
+    if near is not None:
+        raise HookError(
+            f"hook {name!r} is not a hub event: did you mean {near!r} (Hook.{Hook(near).name})? "
+            f"If {name!r} is a user hook of yours, declare it first: declare({name!r}, ...)"
+        )
 
 
 def _user_hook(name: str, what: str) -> None:

@@ -12,10 +12,10 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from ssl import SSLContext
 from types import MappingProxyType, TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .cluster.links import RemoteError
 from .cluster.node import Node
@@ -34,12 +34,16 @@ from .errors import (
 from .events import ChildStarted, Hook
 from .hooks import HookHandler, HookManager
 from .local import LocalRuntime
+from .ops import HubCounters
 from .pid import Pid
 from .policies import Strategies
 from .process import Call
 from .spec import ChildSpec, RegistryRecord, StartResult, StopResult, check_travels
 from .supervisor import Backoff, Buried
 from .wire import error_from_wire
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 __all__ = ["Hub"]
 
@@ -84,6 +88,8 @@ class Hub:
         start_timeout: float = 5.0,
         call_timeout: float = 5.0,
         event_queue_limit: int = 100_000,
+        advertise: str | None = None,
+        observability: bool = True,
     ) -> None:
         if not isinstance(hub_id, str) or not hub_id:
             raise InvalidSpec(f"hub_id must be a non-empty string, got {hub_id!r}")
@@ -100,6 +106,10 @@ class Hub:
             raise InvalidSpec(f"mailbox_limit must be a positive int, got {mailbox_limit!r}")
         if isinstance(seeds, str):
             raise InvalidSpec("seeds must be a list of 'host:port' strings")
+        if not isinstance(observability, bool):
+            raise InvalidSpec(f"observability must be True or False, got {observability!r}")
+        if endpoint is not None and advertise is not None:
+            raise InvalidSpec("advertise= belongs to the endpoint: pass it to Node(...)")
         self.hub_id = hub_id
         chosen = {
             "distribution": distribution,
@@ -126,6 +136,8 @@ class Hub:
                 preset=preset,
                 ssl=ssl,
                 client_ssl=client_ssl,
+                advertise=advertise,
+                observability=observability,
             )
         self.endpoint = endpoint
         #: This node's name: ``node``, else ``"host:port"`` once started (or, for a standalone
@@ -133,6 +145,13 @@ class Hub:
         self.node = node or (endpoint.name if endpoint else f"{socket.gethostname()}-{os.getpid()}")
         self.boot_id = secrets.token_hex(8)
         self.hooks = HookManager(name=f"hub:{hub_id}")
+        #: Event counters for the metrics (``None`` with ``observability=False``).
+        self.counters: HubCounters | None = None
+        if observability:
+            self.counters = HubCounters()
+            self.counters.attach(self.hooks)
+        self._observability = observability
+        self._attached = False
         for event, handlers in (hooks or {}).items():
             self.hooks.register(event, handlers)
         self._static_specs = _check_specs(child_specs)
@@ -187,6 +206,7 @@ class Hub:
                 backoff=self._backoff,
             )
             self.coordinator.attach()  # the link handler exists before peers learn of the hub
+            endpoint.register_hub(self)
         logger.info("hub %s started on node %s (boot %s)", self.hub_id, self.node, self.boot_id)
         if self._static_specs:
             result = await self.start_children(self._static_specs, timeout=self._start_timeout)
@@ -215,6 +235,8 @@ class Hub:
         await self.hooks.dispatch(Hook.COORDINATOR_SHUTDOWN, reason)
         if coordinator is not None:
             coordinator.detach()
+        if self.endpoint is not None:
+            self.endpoint.unregister_hub(self)
         runtime = self.runtime
         await runtime.close_tasks()
         await runtime.supervisor.close(reason)
@@ -280,6 +302,103 @@ class Hub:
 
     def is_alive(self) -> bool:
         return self._state in ("running", "draining")
+
+    @property
+    def state(self) -> str:
+        """``"new"``, ``"running"``, ``"draining"``, ``"stopping"`` or ``"stopped"``."""
+        return self._state
+
+    def unsynced_peers(self) -> list[str]:
+        """Live peers whose registry partition this node does not hold yet (sorted); empty
+        when this node has everyone's, and for a standalone hub."""
+        coordinator = self.coordinator
+        return sorted(coordinator.unsynced) if coordinator is not None else []
+
+    # -- embedding -----------------------------------------------------------------------------
+
+    def attach(self, app: web.Application) -> None:
+        """Serve this hub from ``app``, a user's ``aiohttp.web.Application``, on the app's own
+        port, and tie the hub's lifecycle to the app's: the hub starts during the app's
+        startup (``cleanup_ctx``) and stops gracefully in its ``on_shutdown`` (while the
+        app's open connections still work), so ``web.run_app(app, port=P)`` or an
+        ``AppRunner`` runs both. Call it before the app starts.
+
+        With an endpoint of its own (``Hub(host=..., port=P, ...)``), the node's cluster
+        routes and the read-only routes (``/metrics``, ``/health/alive``, ``/health/ready``,
+        unless ``observability=False``) are added to ``app`` and the node does not open a
+        port: ``port`` (or ``advertise="host:port"``) must be the port the app listens on.
+        With a shared endpoint (``Hub(endpoint=node)``), serve the node with
+        :meth:`Node.attach <hub.cluster.node.Node.attach>` first; this only ties the hub's
+        lifecycle to the app. A standalone hub (``host=None``) gets the read-only routes.
+        See ``docs/embedding.md``."""
+        if self._state != "new" or self._attached:
+            raise HubClosed(f"hub {self.hub_id!r}: attach() must be called once, before start")
+        from .ops import Observed, add_read_only_routes
+
+        endpoint = self.endpoint
+        if endpoint is not None and self._owns_endpoint:
+            endpoint.mount(app)
+        elif endpoint is None and self._observability:
+            add_read_only_routes(app, Observed(None, lambda: [self]))
+        self._attached = True
+        app.cleanup_ctx.append(self._app_context)
+        app.on_shutdown.append(self._app_shutdown)
+
+    async def _app_context(self, app: web.Application) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop("application cleanup")
+
+    async def _app_shutdown(self, app: web.Application) -> None:
+        await self.stop("application shutdown")
+
+    async def get_or_start(
+        self,
+        spec: ChildSpec,
+        *,
+        timeout: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> list[tuple[str, Pid]]:
+        """Where ``spec.id`` runs, starting it first if it runs nowhere: "one process per
+        entity id, started on first use". Returns ``[(node, pid)]`` (never empty) once the
+        child is visible in this node's registry, or raises (:class:`Timeout` after
+        ``timeout``, default ``start_timeout``; the start's own error, e.g. :class:`StartFailed`).
+
+        Race-free across nodes: every node routes the start to the child's ring owner, which
+        starts one copy and answers the others :class:`AlreadyStarted`; this then waits until
+        the running copy is visible here. (Across a membership change two owners can briefly
+        disagree; the planner then stops the extra copy, like any duplicate.) A child that was
+        stopped is started again: a stop is final only for the copy it stopped."""
+        if not isinstance(spec, ChildSpec):
+            raise InvalidSpec(f"expected a ChildSpec, got {type(spec).__name__}: {spec!r}")
+        found = self.lookup(spec.id)
+        if found:
+            return found
+        limit = _check_timeout(timeout, self._start_timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while True:
+            result = await self.start_children(
+                [spec], timeout=max(0.001, deadline - loop.time()), metadata=metadata
+            )
+            if result.started:
+                return list(result.started[0][1])
+            error = result.errors[0][1] if result.errors else None
+            if error is not None and not isinstance(error, AlreadyStarted):
+                raise error
+            # another node started it (or is starting it): wait until it is visible here,
+            # and start it again if it vanished meanwhile (stopped, or its node died)
+            while loop.time() < deadline:
+                found = self.lookup(spec.id)
+                if found:
+                    return found
+                if not self._worth_waiting(spec.id, NotFound(spec.id)):
+                    break
+                await asyncio.sleep(RETRY_PAUSE)
+            if loop.time() >= deadline:
+                raise Timeout(f"{spec.id} was not visible here within {limit}s")
 
     def is_locked(self) -> bool:
         """Whether the partition strategy refuses changes (never, on a single node)."""

@@ -45,6 +45,7 @@ from ..errors import HubError, InvalidSpec, NotFound, Timeout, Unauthorized
 from .auth import H_NONCE, Authenticator
 from .faults import Faults
 from .messages import Address, NodeId
+from .stats import LatencyHistogram
 
 __all__ = ["LINK_PATH", "MAX_FRAME_BYTES", "Handler", "LinkError", "Links", "RemoteError"]
 
@@ -154,6 +155,7 @@ class _Link:
             owner._tasks.add(task)
             task.add_done_callback(owner._tasks.discard)
         self.closed = False
+        self.closed_by_us = False
 
     async def send(self, frame: list[Any]) -> None:
         """Queue a frame (packed now, so a bad payload fails its own sender)."""
@@ -255,6 +257,8 @@ class _Link:
         if self.closed:
             return
         self.closed = True
+        if not self.closed_by_us and not self.owner.closed:
+            self.owner.count_error("broken")
         if self.writer is not asyncio.current_task():
             self.writer.cancel()
         for future in self.pending.values():
@@ -264,6 +268,7 @@ class _Link:
         self.owner._forget(self)
 
     async def close(self) -> None:
+        self.closed_by_us = True
         self.fail("closed")  # also cancels the writer
         await self.ws.close()
         self.reader.cancel()
@@ -302,6 +307,14 @@ class Links:
         self.closed = False
         #: Fault injection for tests (the node's :class:`Faults`); ``None``: off.
         self.faults = faults
+        #: Link errors by kind: ``"dial"`` (a link could not be opened), ``"broken"`` (an
+        #: open link broke), ``"timeout"`` (a request got no answer in time).
+        self.errors: dict[str, int] = {}
+        #: Request round trips (seconds) by ``(hub id, kind)``, answered ones only.
+        self.latency: dict[tuple[str, str], LatencyHistogram] = {}
+
+    def count_error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
 
     @property
     def me(self) -> NodeId:
@@ -338,7 +351,8 @@ class Links:
     ) -> Any:
         """Send a request and wait (at most ``timeout`` seconds) for its answer."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        began = loop.time()
+        deadline = began + timeout
         try:
             async with asyncio.timeout_at(deadline):
                 link = await self._link(peer, timeout)
@@ -347,11 +361,17 @@ class Links:
                 link.pending[rid] = future
                 try:
                     await link.send([REQUEST, rid, hub_id, kind, payload])
-                    return await future
+                    result = await future
                 finally:
                     link.pending.pop(rid, None)
         except TimeoutError:
+            self.count_error("timeout")
             raise Timeout(f"{peer} did not answer {kind!r} within {timeout}s") from None
+        histogram = self.latency.get((hub_id, kind))
+        if histogram is None:
+            histogram = self.latency[(hub_id, kind)] = LatencyHistogram()
+        histogram.observe(loop.time() - began)
+        return result
 
     async def _link(self, peer: str, timeout: float) -> _Link:
         if self.closed:
@@ -407,6 +427,11 @@ class Links:
             self._links[peer] = link
             done.set_result(link)
         except Exception as exc:
+            self.count_error("dial")
+            if isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status == 401:
+                logger.error(
+                    "node %s rejected our link (HTTP 401): it does not accept our cookie", peer
+                )
             if not done.done():
                 done.set_exception(LinkError(f"cannot link to {peer}: {exc!r}"))
             done.exception()  # retrieved: the dialler may have given up waiting

@@ -21,20 +21,24 @@ import logging
 import random
 import secrets
 import ssl as ssl_module
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import msgpack  # type: ignore[import-untyped]
 from aiohttp import web
 
 from ..errors import HubClosed, InvalidSpec, Unauthorized
-from .auth import H_NONCE, Authenticator
+from .auth import H_NONCE, H_SENDER, Authenticator
 from .codec import MAX_MESSAGE_BYTES, CodecError, decode_envelope, encode_envelope
 from .faults import Faults
 from .links import LINK_PATH, Links
 from .membership import PRESETS, Config, Member, MemberEvent, Membership, NameConflict, Send
 from .messages import Address, NodeId, State
+from .stats import SeedWatch, Throttle, suppressed_note
+
+if TYPE_CHECKING:
+    from ..ops import Observed
 
 __all__ = ["SWIM_PATH", "Node", "NodeEvent", "parse_address"]
 
@@ -43,6 +47,7 @@ logger = logging.getLogger(__name__)
 SWIM_PATH = "/processhub/v1/swim"
 NodeEvent = MemberEvent | NameConflict
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
+_UNSPECIFIED = ("0.0.0.0", "::", "")
 
 
 def parse_address(text: str) -> Address:
@@ -52,6 +57,31 @@ def parse_address(text: str) -> Address:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise InvalidSpec(f"expected 'host:port', got {text!r}")
     return Address(host, int(port))
+
+
+def check_bind_address(host: str, advertise: str | None) -> tuple[str | None, int | None]:
+    """The advertised ``(host, port)`` from ``advertise`` (``"host"`` or ``"host:port"``), or
+    ``(None, None)`` when the node advertises the address it binds. Binding an unspecified
+    address (``0.0.0.0``, ``::``) needs an explicit ``advertise``: peers cannot reach
+    ``0.0.0.0``."""
+    if advertise is None:
+        if host in _UNSPECIFIED:
+            raise InvalidSpec(
+                f"host={host!r} binds every interface but peers cannot dial it: pass "
+                "advertise='<address peers use>' (e.g. the machine's IP or DNS name)"
+            )
+        return None, None
+    if not isinstance(advertise, str) or not advertise.strip("[]"):
+        raise InvalidSpec(f"advertise must be 'host' or 'host:port', got {advertise!r}")
+    tail = advertise.rpartition(":")[2]
+    if ":" in advertise and tail.isdigit() and (advertise.count(":") == 1 or "]" in advertise):
+        address = parse_address(advertise)
+        adv_host, adv_port = address.host, address.port
+    else:
+        adv_host, adv_port = advertise.strip("[]"), 0
+    if adv_host in _UNSPECIFIED:
+        raise InvalidSpec(f"advertise={advertise!r} is not an address peers can dial")
+    return adv_host, adv_port or None
 
 
 def _is_loopback(host: str) -> bool:
@@ -83,9 +113,18 @@ class Node:
         faults: Faults | None = None,
         rng: random.Random | None = None,
         max_inflight: int = 256,
+        advertise: str | None = None,
+        observability: bool = True,
     ) -> None:
         if preset not in PRESETS:
             raise InvalidSpec(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        if not isinstance(observability, bool):
+            raise InvalidSpec(f"observability must be True or False, got {observability!r}")
+        # without a cookie the node binds loopback (below), so an unspecified host is not
+        # advertised and needs no advertise=
+        adv_host, adv_port = check_bind_address(
+            host if cookie is not None else "127.0.0.1", advertise
+        )
         if cookie is None and not _is_loopback(host):
             logger.warning(
                 "no cookie given: binding to 127.0.0.1 instead of %s (unauthenticated nodes "
@@ -93,7 +132,13 @@ class Node:
                 host,
             )
             host = "127.0.0.1"
+            if adv_host is not None and not _is_loopback(adv_host):
+                adv_host = None  # the loopback bind is what peers can reach
         self._requested_name = name
+        self._advertise_host = adv_host
+        self._advertise_port = adv_port
+        #: Whether the read-only routes (``/metrics``, ``/health/*``) are served.
+        self.observability = observability
         self.host = host
         self._port = port
         self.seeds = [s if isinstance(s, Address) else parse_address(s) for s in seeds]
@@ -107,8 +152,17 @@ class Node:
         self._max_inflight = max_inflight
         self.boot_id = secrets.token_hex(8)
         self.name = name or ""
-        self.address = Address(host, port)
+        self.address = Address(adv_host or host, adv_port or port)
         self._machine: Membership | None = None
+        self._mounted: web.Application | None = None  # the user's app that serves this node
+        #: Hubs running on this node, by hub id (for the read-only routes and metrics).
+        self.hubs: dict[str, Any] = {}
+        self._observed: Observed | None = None
+        #: Member events seen, by kind ("joined", "suspected", "failed", ...).
+        self.member_events: dict[str, int] = {}
+        self._joined = False
+        self._seed_watch = SeedWatch(tuple(f"{s.host}:{s.port}" for s in self.seeds))
+        self._auth_log = Throttle(interval=30.0)
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -168,17 +222,26 @@ class Node:
         if self._state != "new":
             raise HubClosed(f"node {self.name or self.host} was already started")
         self._state = "starting"
-        app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
-        app.router.add_post(SWIM_PATH, self._handle)
-        app.router.add_get(LINK_PATH, self.links.serve)
-        app.on_response_prepare.append(_strip_server_header)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self._port, ssl_context=self._server_ssl)
-        await site.start()
-        port = self._bound_port()
-        self.address = Address(self.host, port)
-        self.name = self._requested_name or f"{self.host}:{port}"
+        if self._mounted is None:
+            app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
+            self._add_routes(app)
+            app.on_response_prepare.append(_strip_server_header)
+            self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.host, self._port, ssl_context=self._server_ssl)
+            try:
+                await site.start()
+            except BaseException:
+                await self._runner.cleanup()
+                self._runner = None
+                self._state = "new"
+                raise
+            port = self._advertise_port or self._bound_port()
+        else:
+            port = self._advertise_port or self._port  # the app's site binds it (see mount)
+        host = self._advertise_host or self.host
+        self.address = Address(host, port)
+        self.name = self._requested_name or f"{host}:{port}"
         probe_wait = self.config.probe_timeout
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(
@@ -200,18 +263,100 @@ class Node:
         )
         self._state = "running"
         if self.seeds:
+            self._seed_watch.start(loop.time())
             self._dispatch(self._machine.join(self.seeds, loop.time()))
         self._loop_task = loop.create_task(self._run(), name=f"node:{self.name}:membership")
         logger.info(
-            "node %s (boot %s) listening on %s:%d%s%s",
+            "node %s (boot %s) %s %s:%d%s%s",
             self.name,
             self.boot_id,
-            self.host,
+            "served by the application on" if self._mounted is not None else "listening on",
+            self.address.host,
             port,
             " with TLS" if self._server_ssl else "",
             "" if self.auth else " without authentication (loopback only)",
         )
         return self
+
+    # -- embedding -----------------------------------------------------------------------------
+
+    def _add_routes(self, app: web.Application) -> None:
+        app.router.add_post(SWIM_PATH, self._handle)
+        app.router.add_get(LINK_PATH, self._serve_link)
+        if self.observability:
+            from ..ops import add_read_only_routes
+
+            add_read_only_routes(app, self.observed)
+
+    @property
+    def observed(self) -> Observed:
+        """The read-only view the ``/metrics`` and ``/health`` routes report."""
+        if self._observed is None:
+            from ..ops import Observed
+
+            self._observed = Observed(self, lambda: list(self.hubs.values()))
+        return self._observed
+
+    def mount(self, app: web.Application) -> None:
+        """Serve this node from ``app`` (the user's aiohttp application) instead of a server of
+        its own: adds the cluster routes (and the read-only routes unless
+        ``observability=False``) to ``app``. Call it before the app starts and before
+        :meth:`start`. The node then does not bind: it advertises ``advertise`` (or
+        ``host``) and ``port``, which must be the address the app's site listens on, so
+        ``port`` (or the port in ``advertise``) is required. Start the node after the app's
+        startup (``hub.attach(app)`` ties both lifecycles for you)."""
+        if self._state != "new" or self._mounted is not None:
+            raise HubClosed("mount() must be called once, before the node starts")
+        if not (self._advertise_port or self._port):
+            raise InvalidSpec(
+                "a node served by an application needs the port the application listens on: "
+                "Node(..., port=<the app's port>) or advertise='host:port' (port=0 is only "
+                "for a node with its own server)"
+            )
+        if app.frozen:
+            raise HubClosed("the application is already running: mount the node before it starts")
+        self._add_routes(app)
+        self._mounted = app
+
+    def attach(self, app: web.Application) -> None:
+        """:meth:`mount` on ``app`` and tie the node's lifecycle to it: the node starts in the
+        app's startup (``cleanup_ctx``; attach the node before the hubs that share it, so it
+        starts first and stops last) and stops in its cleanup."""
+        self.mount(app)
+
+        async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        app.cleanup_ctx.append(lifecycle)
+
+    @property
+    def mounted(self) -> bool:
+        """Whether the node is served by a user's application (see :meth:`mount`)."""
+        return self._mounted is not None
+
+    @property
+    def state(self) -> str:
+        """``"new"``, ``"starting"``, ``"running"``, ``"stopping"`` or ``"stopped"``."""
+        return self._state
+
+    @property
+    def joined(self) -> bool:
+        """Whether this node has seen another live member since it started (a node without
+        seeds counts as joined: it is a cluster of its own)."""
+        return self._joined or not self.seeds
+
+    def register_hub(self, hub: Any) -> None:
+        """Called by a hub that starts on this node (for the read-only routes)."""
+        self.hubs[hub.hub_id] = hub
+
+    def unregister_hub(self, hub: Any) -> None:
+        key = hub.hub_id
+        if self.hubs.get(key) is hub:
+            del self.hubs[key]
 
     def _bound_port(self) -> int:
         assert self._runner is not None
@@ -242,6 +387,7 @@ class Node:
             await self._session.close()
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
         self._state = "stopped"
         logger.info("node %s stopped%s", self.name, " after leaving" if leave else "")
 
@@ -294,9 +440,14 @@ class Node:
     async def _run(self) -> None:
         machine = self.membership
         loop = asyncio.get_running_loop()
+        watch = self._seed_watch
         while True:
-            self._dispatch(machine.tick(loop.time()))
-            delay = machine.next_deadline() - loop.time()
+            now = loop.time()
+            self._dispatch(machine.tick(now))
+            warning = watch.tick(now)
+            if warning is not None:
+                logger.warning("node %s: %s", self.name, warning)
+            delay = min(machine.next_deadline(), watch.due) - loop.time()
             if delay > 0:
                 self._kick.clear()
                 try:
@@ -321,6 +472,15 @@ class Node:
                     )
                 else:
                     m = output.member
+                    kinds = self.member_events
+                    kinds[output.kind] = kinds.get(output.kind, 0) + 1
+                    if not self._joined and output.kind in ("joined", "alive"):
+                        self._joined = True
+                        if self._seed_watch.warnings:
+                            logger.info(
+                                "node %s: joined the cluster via %s", self.name, m.node.name
+                            )
+                        self._seed_watch.joined()
                     logger.info(
                         "member %s %s (%s:%d)",
                         m.node.name,
@@ -379,15 +539,8 @@ class Node:
                     self.stats["bytes_out"] += len(body)
                     if resp.status != 200:
                         if resp.status != 204:  # 503: stopping or unreachable, like a lost packet
-                            level = logging.DEBUG if resp.status == 503 else logging.WARNING
                             reason = (await resp.text())[:200]
-                            logger.log(
-                                level,
-                                "%s refused our message: HTTP %d %s",
-                                send.to,
-                                resp.status,
-                                reason,
-                            )
+                            self._refused_by(send, target_name, resp.status, reason)
                         return
                     raw = await resp.content.read(MAX_MESSAGE_BYTES + 1)
                     self.stats["bytes_in"] += len(raw)
@@ -399,7 +552,46 @@ class Node:
                     return
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 logger.debug("send to %s failed: %r", send.to, exc)
+                if send.target is None:  # a join push-pull to a seed
+                    self._seed_watch.failed(target_name, _describe(exc))
                 return
+
+    def _refused_by(self, send: Send, peer: str, status: int, reason: str) -> None:
+        """A peer answered our message with an error status: a 401 means that the peer does
+        not accept our cookie (or cluster label), which is a misconfiguration: ERROR, naming
+        the peer (at most once per peer per 30 s)."""
+        if send.target is None:
+            self._seed_watch.failed(peer, f"HTTP {status} {reason}")
+        if status == 503:
+            logger.debug("%s refused our message: HTTP 503 %s", send.to, reason)
+            return
+        if status == 401:
+            quiet = self._auth_log.allow(f"out:{peer}", asyncio.get_running_loop().time())
+            if quiet is not None:
+                logger.error(
+                    "node %s (%s) rejected our cookie: HTTP 401 %s; check that every node of "
+                    "cluster %r uses the same cookie%s",
+                    peer,
+                    send.to,
+                    reason,
+                    self.auth.cluster if self.auth else "?",
+                    suppressed_note(quiet),
+                )
+            return
+        logger.warning("%s refused our message: HTTP %d %s", send.to, status, reason)
+
+    def _rejected(self, peer: str, where: str, exc: Exception) -> None:
+        """We refused a peer's signature: ERROR naming the peer (throttled per peer)."""
+        quiet = self._auth_log.allow(f"in:{peer}", asyncio.get_running_loop().time())
+        if quiet is not None:
+            logger.error(
+                "refused %s from %s: %s; check that every node uses the same cookie and "
+                "cluster label (and that clocks agree within the replay window)%s",
+                where,
+                peer,
+                exc,
+                suppressed_note(quiet),
+            )
 
     def _accept_replies(
         self, send: Send, nonce: str, headers: Mapping[str, str], raw: bytes
@@ -423,13 +615,41 @@ class Node:
                         f"reply signed by {signed.sender!r} claims to be {sender.name!r}"
                     )
                 self._dispatch(self._machine.receive(sender, address, message, loop.time()))
-        except (CodecError, Unauthorized) as exc:
+        except Unauthorized as exc:
+            self.stats["refused"] += 1
+            self._rejected(f"{send.to}", "a reply", exc)
+        except CodecError as exc:
             self.stats["refused"] += 1
             logger.warning("refused a reply from %s: %s", send.to, exc)
         self._kick.set()
 
+    def _unauthenticated_remote(self, request: web.Request) -> web.Response | None:
+        """Without a cookie only loopback peers may talk to this node (protected mode): a node
+        served by a user's application cannot choose its bind address, so the rule is checked
+        per request."""
+        if self.auth is None and not _is_loopback(request.remote or ""):
+            self.stats["refused"] += 1
+            logger.warning(
+                "refused %s from %s: this node has no cookie and accepts loopback peers only",
+                request.path,
+                request.remote,
+            )
+            return web.Response(status=403, text="node without a cookie: loopback peers only")
+        return None
+
+    async def _serve_link(self, request: web.Request) -> web.StreamResponse:
+        refused = self._unauthenticated_remote(request)
+        if refused is not None:
+            return refused
+        if self._state != "running":
+            return web.Response(status=503, text="node is not running")
+        return await self.links.serve(request)
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         peer = request.remote
+        refused = self._unauthenticated_remote(request)
+        if refused is not None:
+            return refused
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -447,7 +667,8 @@ class Node:
                 signed = self.auth.verify(request.headers, f"POST {SWIM_PATH}", body)
             except Unauthorized as exc:
                 self.stats["refused"] += 1
-                logger.warning("refused a message from %s: %s", peer, exc)
+                claimed = request.headers.get(H_SENDER, "?")[:100]
+                self._rejected(f"{claimed!r} at {peer}", "a message", exc)
                 return web.Response(status=401, text=str(exc))
         try:
             sender, address, message = decode_envelope(body)
@@ -499,6 +720,11 @@ def _unpack_replies(raw: bytes) -> list[bytes]:
     if not isinstance(replies, list) or not all(isinstance(r, bytes) for r in replies):
         raise CodecError("reply must be a list of messages")
     return replies
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, OSError) else f"{type(exc).__name__}: {text}"
 
 
 def _host_for_url(host: str) -> str:
