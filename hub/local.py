@@ -76,6 +76,7 @@ class LocalRuntime:
         self._by_local_id: dict[int, Child] = {}
         self._epochs: dict[str, int] = {}
         self._removal_tags: dict[str, str] = {}
+        self._arriving: set[str] = set()  # moving in: their startup is reported when they run
         self.bind(node, boot_id)
 
     def bind(self, node: str, boot_id: str) -> None:
@@ -129,8 +130,15 @@ class LocalRuntime:
         for cid, outcome in results.items():
             if not isinstance(outcome, Pid) and cid not in self.supervisor.children:
                 self._epochs.pop(cid, None)
+        waiting = {cid for cid, a in arrivals.items() if not a.done}
+        # a copy that moves in is reported once it runs (its arrival may never come)
+        self._arriving.update(c for c in waiting if isinstance(results.get(c), Pid))
         if self.events.wants(Hook.PROCESS_STARTUPS):
-            started = [(s.id, r) for s, _, _ in batch if isinstance(r := results[s.id], Pid)]
+            started = [
+                (s.id, r)
+                for s, _, _ in batch
+                if isinstance(r := results[s.id], Pid) and s.id not in waiting
+            ]
             if started:
                 self.events.emit(Hook.PROCESS_STARTUPS, started)
         return results
@@ -248,6 +256,9 @@ class LocalRuntime:
         if restarted:
             events.emit(Hook.CHILD_PROCESS_PID_UPDATE, PidUpdate(self.node, cid, pid))
             events.emit(Hook.PROCESS_STARTUPS, [(cid, pid)])
+        elif cid in self._arriving:
+            self._arriving.discard(cid)
+            events.emit(Hook.PROCESS_STARTUPS, [(cid, pid)])
 
     def child_crashed(self, child: Child, error: BaseException, attempt: int) -> None:
         ctx = child.ctx
@@ -262,6 +273,7 @@ class LocalRuntime:
             self._by_local_id.pop(ctx.pid.local_id, None)
         self.registry.delete(cid, self._removal_tags.get(cid, kind))
         self._epochs.pop(cid, None)
+        self._arriving.discard(cid)
         if self.observer is not None:
             self.observer.local_removed(cid, kind, reason)
         events = self.events

@@ -189,3 +189,41 @@ class SlowInit(Process):
 
     async def receive_handover(self, state: Any) -> None:
         self.received = True
+
+
+class SlowCounter(Counter):
+    """A Counter whose ``init`` takes ``init_seconds`` on node ``slow_init_on`` and whose
+    ``terminate`` takes ``stop_seconds`` on node ``slow_stop_on``; under a node process
+    (``announce``) it prints an event line when it starts waiting."""
+
+    async def init(
+        self,
+        start: int = 0,
+        slow_init_on: str = "",
+        init_seconds: float = 0.0,
+        slow_stop_on: str = "",
+        stop_seconds: float = 0.0,
+        announce: bool = False,
+    ) -> None:
+        await super().init(start)
+        self.slow_stop_on = slow_stop_on
+        self.stop_seconds = stop_seconds
+        self.announce = announce
+        if self.ctx.node == slow_init_on:
+            self._say("slow_init")
+            await asyncio.sleep(init_seconds)
+
+    async def terminate(self, reason: Any) -> None:
+        if self.ctx.node == self.slow_stop_on and reason == "migrate":
+            self._say("slow_terminate")
+            await asyncio.sleep(self.stop_seconds)
+
+    def _say(self, ev: str) -> None:
+        if self.announce:
+            import json
+            import sys
+            import time
+
+            sys.stdout.write(json.dumps({"ev": ev, "id": self.ctx.child_id, "t": time.monotonic()}))
+            sys.stdout.write("\n")
+            sys.stdout.flush()

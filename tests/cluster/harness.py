@@ -74,6 +74,7 @@ class NodeProc:
         cookie: str | None = COOKIE,
         reconcile: float | None = None,
         guided: bool = False,
+        migration: str | None = None,
         trace_memory: bool = False,
         log: str | None = None,
     ) -> None:
@@ -84,6 +85,7 @@ class NodeProc:
             "cookie": cookie,
             "reconcile": reconcile,
             "guided": guided,
+            "migration": migration,
             "trace_memory": trace_memory,
             "log": log,
         }
@@ -108,6 +110,8 @@ class NodeProc:
             cmd += ["--reconcile", str(reconcile)]
         if guided:
             cmd += ["--guided"]
+        if migration:
+            cmd += ["--migration", migration]
         if trace_memory:
             cmd += ["--tracemalloc"]
         if log:

@@ -5,13 +5,14 @@ Prints one JSON object per line on stdout and reads JSON commands on stdin.
 Events: ``listening``, ``member`` (membership changes), ``conflict`` (name conflict), ``hook``
 (join/leave hooks), ``migrated`` (``CHILDREN_MIGRATED``: ``n`` and ``ids``), ``forwarded``
 (``FORWARDED_MIGRATION``), ``buried_hook`` (``CHILD_BURIED``), ``child_conflict``
-(``CHILD_CONFLICT``), ``synchronized`` (``CLUSTER_SYNCHRONIZED``, with the number of children
+(``CHILD_CONFLICT``), ``migration_failed``, ``handover_delivered``, ``handover_skipped``,
+``synchronized`` (``CLUSTER_SYNCHRONIZED``, with the number of children
 this node's registry holds at that moment), ``reached`` (a ``watch`` condition held).
 
 Commands (a command may carry ``rid``; its reply echoes it): ``members``, ``partition``,
 ``heal``, ``drop``, ``delay``, ``stats``, ``leave`` (graceful stop of hub and node, then exit),
 and with a hub: ``start``, ``stop``, ``stop_all``, ``registry``, ``local``, ``lookup``,
-``nodes``, ``startups``, ``buried``, ``call``, ``drain``, ``hub_stop``, ``memory``, ``watch``.
+``nodes``, ``startups``, ``buried``, ``call``, ``cast``, ``drain``, ``hub_stop``, ``memory``, ``watch``.
 Hub commands run concurrently (each in its own task); a command that raises answers
 ``{"ev": "error"}``. Every read goes through the hub's public API.
 """
@@ -35,7 +36,7 @@ import hub as hub_api
 from hub import WILDCARD, ChildSpec, Hook, HookHandler, Hub, HubError
 from hub.cluster.membership import MemberEvent, NameConflict
 from hub.cluster.node import NodeEvent
-from strategies import Guided
+from strategies import ColdSwap, Guided, HotSwap
 
 try:  # the test facility's public names (DESIGN.md section 3)
     from hub.cluster import Faults, Node
@@ -193,6 +194,10 @@ async def hub_command(hub: Hub | None, cmd: dict[str, Any]) -> None:
                 else:
                     results[cid] = {"ok": True, "value": outcome}
             reply(cmd, "called", results=results, began=began)
+        case "cast":
+            for cid in cmd["ids"]:
+                await hub.cast(cid, cmd["message"])
+            reply(cmd, "ok", cmd="cast", n=len(cmd["ids"]))
         case "drain":
             res = await hub.drain()
             reply(cmd, "drained", ok=len(res.stopped), errors=len(res.errors))
@@ -353,6 +358,24 @@ def hub_hooks(holder: list[Hub]) -> dict[Hook | str, list[HookHandler]]:
         )
     ]
     hooks[Hook.CLUSTER_SYNCHRONIZED] = [HookHandler("synchronized", synchronized)]
+    hooks[Hook.MIGRATION_FAILED] = [
+        HookHandler(
+            "migration_failed",
+            lambda d: emit(ev="migration_failed", id=d.child_id, to=d.to_node, reason=d.reason),
+        )
+    ]
+    hooks[Hook.HANDOVER_DELIVERED] = [
+        HookHandler(
+            "handover_delivered",
+            lambda d: emit(ev="handover_delivered", id=d.child_id, source=d.from_node),
+        )
+    ]
+    hooks[Hook.HANDOVER_SKIPPED] = [
+        HookHandler(
+            "handover_skipped",
+            lambda d: emit(ev="handover_skipped", id=d.child_id, reason=d.reason),
+        )
+    ]
     return hooks
 
 
@@ -366,6 +389,9 @@ async def main() -> None:
     parser.add_argument("--hub", default=None, help="also run a hub with this id")
     parser.add_argument("--reconcile", type=float, default=None, help="reconcile_interval")
     parser.add_argument("--guided", action="store_true", help="distribution=Guided()")
+    parser.add_argument(
+        "--migration", default=None, help="cold | hot | hot:<retention> (migration strategy)"
+    )
     parser.add_argument("--tracemalloc", action="store_true", help="trace allocations from start")
     parser.add_argument("--log", default="WARNING")
     args = parser.parse_args()
@@ -393,6 +419,11 @@ async def main() -> None:
             options["reconcile_interval"] = args.reconcile
         if args.guided:
             options["distribution"] = Guided()
+        if args.migration:
+            kind, _, retention = args.migration.partition(":")
+            options["migration"] = (
+                HotSwap(retention=float(retention or 5.0)) if kind == "hot" else ColdSwap()
+            )
         hub = Hub(args.hub, endpoint=node, hooks=hub_hooks(holder), **options)
         holder.append(hub)
         await hub.start()

@@ -1,0 +1,103 @@
+"""A node killed (kill -9) in the middle of a HotSwap move, with real node processes.
+
+* The target dies while the new copies run their ``init``: the moves are aborted
+  (``MIGRATION_FAILED``), the old copies keep running with their state, nothing restarts.
+* The source dies while the old copies run their ``terminate`` (the new ones wait for the
+  state): the new copies start from their spec, once; the source's other children fail over.
+
+Each child is a :class:`tests.procs.SlowCounter` starting at its index; every child gets
+``{"by": 1000}`` before the move, so a value tells whether the state survived (``i + 1000``) or
+the child restarted from its spec (``i``). Deadlines only turn a hang into a failure.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from tests.cluster.harness import Cluster, NodeProc, owner
+
+HUB = "orders"
+DEADLINE = 30.0
+N = 60
+
+
+async def start(node: NodeProc, **kwargs: Any) -> set[str]:
+    reply = await node.command(
+        cmd="start",
+        n=N,
+        prefix="c",
+        proc="tests.procs:SlowCounter",
+        spec={"kwargs": {"announce": True, **kwargs}, "shutdown_timeout": 60.0},
+    )
+    assert reply["ok"] == N, reply
+    ids = {f"c{i}" for i in range(N)}
+    called = await node.command(cmd="call", ids=sorted(ids), message="get")
+    assert all(r["ok"] for r in called["results"].values())
+    return ids
+
+
+async def bump(node: NodeProc, ids: set[str]) -> None:
+    """Add 1000 to every child (a call after the casts: they were applied)."""
+    await node.command(cmd="cast", ids=sorted(ids), message={"by": 1000})
+    await values(node, ids)
+
+
+async def values(node: NodeProc, ids: set[str]) -> dict[str, int]:
+    called = await node.command(cmd="call", ids=sorted(ids), message="get")
+    results = called["results"]
+    assert all(r["ok"] for r in results.values()), results
+    return {cid: r["value"] for cid, r in results.items()}
+
+
+async def test_the_target_killed_mid_handover_leaves_the_old_copies_running_with_state(
+    cluster: Cluster,
+) -> None:
+    nodes = await cluster.start(2, hub=HUB, migration="hot:30")
+    await cluster.hub_converged(nodes)
+    ids = await start(nodes[0], slow_init_on="n2", init_seconds=60.0)
+    await bump(nodes[0], ids)
+    before = await cluster.exactly_once(nodes, ids)
+    starts_before = await cluster.startups(nodes)
+    joiner = await cluster.add("n2", hub=HUB, migration="hot:30")
+    await joiner.wait_for(lambda e: e["ev"] == "slow_init", timeout=DEADLINE)
+    joiner.signal(signal.SIGKILL)
+    await joiner.kill()
+    moving = {c for c in ids if owner(["n0", "n1", "n2"], c) == "n2"}
+    failed: set[str] = set()
+    for node in nodes:
+        for cid in moving:
+            if before.running()[cid] == [node.name]:
+                event = await node.wait_for(
+                    lambda e, cid=cid: e["ev"] == "migration_failed" and e["id"] == cid,
+                    timeout=DEADLINE,
+                )
+                assert "keeps running" in event["reason"]
+                failed.add(cid)
+    assert failed == moving
+    await cluster.exactly_once(nodes, ids, timeout=DEADLINE)
+    assert await values(nodes[1], ids) == {f"c{i}": i + 1000 for i in range(N)}
+    assert await cluster.new_starts(nodes, starts_before, expect=set()) == {}
+
+
+async def test_the_source_killed_mid_handover_starts_the_new_copies_from_spec_once(
+    cluster: Cluster,
+) -> None:
+    nodes = await cluster.start(2, hub=HUB, migration="hot:30")
+    await cluster.hub_converged(nodes)
+    ids = await start(nodes[0], slow_stop_on="n0", stop_seconds=60.0)
+    await bump(nodes[0], ids)
+    before = await cluster.exactly_once(nodes, ids)
+    on_n0 = {c for c, where in before.running().items() if where == ["n0"]}
+    joiner = await cluster.add("n2", hub=HUB, migration="hot:30")
+    await nodes[0].wait_for(lambda e: e["ev"] == "slow_terminate", timeout=DEADLINE)
+    starts_before = await cluster.startups([nodes[1], joiner])
+    nodes[0].signal(signal.SIGKILL)
+    await nodes[0].kill()
+    survivors = [nodes[1], joiner]
+    await cluster.exactly_once(survivors, ids, lost=on_n0, timeout=DEADLINE)
+    # what ran on the dead source starts from its spec; the rest kept (or carried) its state
+    want = {f"c{i}": i if f"c{i}" in on_n0 else i + 1000 for i in range(N)}
+    assert await values(nodes[1], ids) == want
+    starts = await cluster.new_starts(survivors, starts_before, expect=on_n0)
+    assert {c: n for c, n in starts.items() if c in on_n0} == dict.fromkeys(on_n0, 1)
