@@ -17,6 +17,7 @@ from ssl import SSLContext
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal
 
+from . import board
 from .cluster.links import RemoteError
 from .cluster.node import Node
 from .coordinator import Coordinator
@@ -84,6 +85,7 @@ class Hub:
         start_timeout: float = 5.0,
         call_timeout: float = 5.0,
         event_queue_limit: int = 100_000,
+        dashboard: bool = True,
     ) -> None:
         if not isinstance(hub_id, str) or not hub_id:
             raise InvalidSpec(f"hub_id must be a non-empty string, got {hub_id!r}")
@@ -126,6 +128,7 @@ class Hub:
                 preset=preset,
                 ssl=ssl,
                 client_ssl=client_ssl,
+                dashboard=dashboard,
             )
         self.endpoint = endpoint
         #: This node's name: ``node``, else ``"host:port"`` once started (or, for a standalone
@@ -187,6 +190,7 @@ class Hub:
                 backoff=self._backoff,
             )
             self.coordinator.attach()  # the link handler exists before peers learn of the hub
+            board.hub_started(self)
         logger.info("hub %s started on node %s (boot %s)", self.hub_id, self.node, self.boot_id)
         if self._static_specs:
             result = await self.start_children(self._static_specs, timeout=self._start_timeout)
@@ -215,6 +219,7 @@ class Hub:
         await self.hooks.dispatch(Hook.COORDINATOR_SHUTDOWN, reason)
         if coordinator is not None:
             coordinator.detach()
+        board.hub_stopped(self)
         runtime = self.runtime
         await runtime.close_tasks()
         await runtime.supervisor.close(reason)

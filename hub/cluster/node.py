@@ -83,6 +83,7 @@ class Node:
         faults: Faults | None = None,
         rng: random.Random | None = None,
         max_inflight: int = 256,
+        dashboard: bool = True,
     ) -> None:
         if preset not in PRESETS:
             raise InvalidSpec(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
@@ -105,6 +106,8 @@ class Node:
         self._faults = faults
         self._rng = rng or random.Random()
         self._max_inflight = max_inflight
+        #: Whether the node serves the read-only dashboard routes (see :mod:`hub.dashboard`).
+        self.dashboard = dashboard
         self.boot_id = secrets.token_hex(8)
         self.name = name or ""
         self.address = Address(host, port)
@@ -172,6 +175,9 @@ class Node:
         app.router.add_post(SWIM_PATH, self._handle)
         app.router.add_get(LINK_PATH, self.links.serve)
         app.on_response_prepare.append(_strip_server_header)
+        from ..board import mount  # hub.board imports this module
+
+        mount(app, self, dashboard=self.dashboard)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self._port, ssl_context=self._server_ssl)
