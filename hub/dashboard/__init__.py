@@ -7,7 +7,8 @@ Routes (read-only, no cookie, added by :func:`routes` when the node's ``dashboar
 - ``GET /dashboard/api``: the snapshot the page renders, as JSON (:func:`snapshot`).
 - ``GET /dashboard/events``: a server-sent event stream: a ``snapshot`` event at once and
   whenever something changed (at most every :data:`MIN_INTERVAL` seconds, at least every
-  :data:`MAX_INTERVAL`), and a ``hooks`` event with each batch of new hook events of this node.
+  :data:`MAX_INTERVAL`), and a ``hooks`` event with the buffered hook events of this node (the last
+  :data:`hub.board.EVENT_BUFFER` per hub), then with each batch of new ones.
 
 The snapshot is this node's view: its membership (every state, with incarnations), and for each
 live member the summary it answers on the control channel (:func:`hub.board.node_info`: ring
@@ -177,7 +178,7 @@ async def _stream(
     hub: str | None,
     changed: asyncio.Event,
 ) -> None:
-    last = board.seq
+    last = 0  # the first batch is the buffered history
     closing = streams.closing
     while not closing.is_set():
         changed.clear()
