@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .cluster.messages import NodeId, State
-from .errors import InvalidSpec
+from .errors import HubClosed, InvalidSpec
 from .events import Hook
 from .hooks import HookHandler
 from .pid import Pid
@@ -404,10 +404,18 @@ def _control_handler(board: Board) -> Any:
             )
             out = {}
             for hub_id in hubs:
-                result = await board.hubs[hub_id].drain()
+                hub = board.hubs[hub_id]
+                try:
+                    result = await hub.drain()
+                except HubClosed:
+                    if not hub.is_alive():
+                        raise
+                    out[hub_id] = {"moved": [], "errors": [], "already": True}  # draining
+                    continue
                 out[hub_id] = {
                     "moved": sorted(cid for cid, _ in result.stopped),
                     "errors": [[cid, str(exc)] for cid, exc in result.errors],
+                    "already": False,
                 }
             return out
         raise InvalidSpec(f"unknown control request {kind!r}")

@@ -946,6 +946,9 @@ def _cmd_drain(args: argparse.Namespace) -> int:
         print(f"{name} runs no hub: nothing to drain")
     for hub_id, outcome in sorted(result.items()):
         moved, errors = outcome["moved"], outcome["errors"]
+        if outcome.get("already"):
+            print(f"hub {hub_id!r} on {name}: already drained")
+            continue
         print(
             f"hub {hub_id!r} on {name}: drained, {len(moved)} "
             f"child{'ren' * (len(moved) != 1)} moved off, {len(errors)} still there"
@@ -1167,7 +1170,8 @@ def _render_hub(
         lines.append("  buried: none")
     for b in sorted(buried.values(), key=lambda b: b["id"]):
         where = f" on {b['node']}" if b["node"] else ""
-        lines.append(f"  buried: {b['id']}{where} after {b['attempts']} crashes: {b['error']}")
+        crashes = f"{b['attempts']} crash{'es' * (b['attempts'] != 1)}"
+        lines.append(f"  buried: {b['id']}{where} after {crashes}: {b['error']}")
     events = sorted({e for info in hub_infos.values() for e in info["hooks"]})
     if events:
         names = sorted(hub_infos)
