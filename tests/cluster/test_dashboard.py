@@ -15,7 +15,7 @@ from hub import ChildSpec, Hook, Hub, ReservedHook
 from hub.board import EVENT_BUFFER, HOOK_ID, board_of, describe, ring_shares
 from hub.cluster import Node
 from hub.events import ChildStopped
-from strategies import ConsistentHashing
+from strategies import ConsistentHashing, Guided
 
 COOKIE = "dash-test-cookie-0123456789abcdef"
 SECRET_ARG = "secret-argument-4242"
@@ -152,3 +152,21 @@ async def test_the_dashboard_can_be_switched_off() -> None:
         await on.stop()
         await hub.stop()
         await off.stop()
+
+
+@pytest.mark.parametrize("guided", [False, True])
+async def test_the_internal_handler_ids_are_exactly_the_documented_ones(guided: bool) -> None:
+    options: dict[str, Any] = {"distribution": Guided()} if guided else {}
+    hub = await Hub("h", node="solo", preset="local", **options).start()
+    try:
+        ids = {h.id for event in Hook for h in hub.hooks.registered(event)}
+        expected = {"ch_join", "ch_leave", "ch_shutdown", HOOK_ID}
+        assert ids == (expected | {"dg_pre_start_handler"} if guided else expected)
+        for event in Hook:
+            for handler in hub.hooks.registered(event):
+                with pytest.raises(ReservedHook):
+                    hub.hooks.cancel(event, handler.id)
+        assert not hub.hooks.registered(Hook.CHILD_DATA_ALTER)
+        assert not hub.hooks.registered(Hook.REGISTRY_PID_INSERTED)
+    finally:
+        await hub.stop()
