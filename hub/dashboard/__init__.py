@@ -157,8 +157,8 @@ def routes(app: web.Application, board: Board) -> None:
         try:
             await response.prepare(request)
             await _stream(board, streams, response, hub, changed)
-        except (ConnectionError, asyncio.CancelledError):
-            pass  # the browser went away, or the server is stopping
+        except ConnectionError:
+            pass  # the browser went away
         finally:
             board.unlisten(changed.set)
             streams.open.discard(ended)
