@@ -17,6 +17,7 @@ from ssl import SSLContext
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
+from . import board
 from .cluster.links import RemoteError
 from .cluster.node import Node
 from .coordinator import Coordinator
@@ -90,6 +91,7 @@ class Hub:
         event_queue_limit: int = 100_000,
         advertise: str | None = None,
         observability: bool = True,
+        dashboard: bool = True,
     ) -> None:
         if not isinstance(hub_id, str) or not hub_id:
             raise InvalidSpec(f"hub_id must be a non-empty string, got {hub_id!r}")
@@ -138,6 +140,7 @@ class Hub:
                 client_ssl=client_ssl,
                 advertise=advertise,
                 observability=observability,
+                dashboard=dashboard,
             )
         self.endpoint = endpoint
         #: This node's name: ``node``, else ``"host:port"`` once started (or, for a standalone
@@ -207,6 +210,7 @@ class Hub:
             )
             self.coordinator.attach()  # the link handler exists before peers learn of the hub
             endpoint.register_hub(self)
+            board.hub_started(self)
         logger.info("hub %s started on node %s (boot %s)", self.hub_id, self.node, self.boot_id)
         if self._static_specs:
             result = await self.start_children(self._static_specs, timeout=self._start_timeout)
@@ -237,6 +241,7 @@ class Hub:
             coordinator.detach()
         if self.endpoint is not None:
             self.endpoint.unregister_hub(self)
+        board.hub_stopped(self)
         runtime = self.runtime
         await runtime.close_tasks()
         await runtime.supervisor.close(reason)

@@ -51,6 +51,7 @@ class NodeProc:
         self.name = name
         self.proc: asyncio.subprocess.Process | None = None
         self.port = 0
+        self.dashboard = ""  # the URL the node printed
         self.ready = asyncio.Event()
         self.listening = asyncio.Event()
         self.expect_exit = False
@@ -123,6 +124,8 @@ class NodeProc:
                 if text.startswith("listening on "):
                     self.port = int(text.split()[2].rpartition(":")[2])
                     self.listening.set()
+                elif text.startswith("dashboard on "):
+                    self.dashboard = text.removeprefix("dashboard on ")
                 continue
             event = json.loads(text)
             kind = event.get("ev")
@@ -202,6 +205,50 @@ class NodeProc:
                 await self._reader
         if self._log is not None:
             self._log.close()
+
+
+class LiveView:
+    """A table of the nodes that redraws itself in place (with ``rich``, on a terminal); on
+    anything else ``update`` returns False and the caller prints lines instead."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self._live: Any = None
+        if sys.stdout.isatty():
+            try:
+                from rich.live import Live
+            except ImportError:
+                return
+            self._live = Live(refresh_per_second=8, transient=False)
+
+    def __enter__(self) -> LiveView:
+        if self._live is not None:
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+
+    def update(
+        self, views: dict[str, dict[str, Any]], dead: str, elapsed: float, done: bool = False
+    ) -> bool:
+        if self._live is None:
+            return False
+        from rich.table import Table
+
+        table = Table(title=f"{self.title}: +{elapsed:.2f}s" + ("  (converged)" * done))
+        for column in ("node", "hub members", "runs here", "registry lists", "misplaced"):
+            table.add_column(column, justify="right" if column != "node" else "left")
+        for name, view in sorted(views.items()):
+            members = ",".join(view["members"])
+            if dead and dead in view["members"]:
+                members += f"  (still sees {dead})"
+            table.add_row(
+                name, members, str(view["local"]), str(view["listed"]), str(view["misplaced"])
+            )
+        self._live.update(table)
+        return True
 
 
 class Demo:
@@ -398,6 +445,7 @@ class Demo:
         for node in self.nodes.values():
             assert node.proc is not None
             print(f"  {node.name}: pid {node.proc.pid}, listening on {node.address}")
+        print(f"  live dashboard (any node serves one): {seed.dashboard}", flush=True)
         names = sorted(self.nodes)
 
         async def formed() -> bool:
@@ -456,19 +504,22 @@ class Demo:
         alive_names = sorted(n.name for n in survivors)
         last_line = ""
         last_print = 0.0
-        while True:
-            views = await self.census(survivors)
-            now = time.monotonic()
-            if self.exact(views, alive_names):
-                t_done = now
-                break
-            line = self.failover_line(views, victim.name)
-            if (line != last_line and now - last_print > 0.1) or now - last_print > 0.5:
-                print(f"  +{now - t_kill:5.2f}s  {line}", flush=True)
-                last_line, last_print = line, now
-            if now - t_kill > 20:
-                raise DemoFailed(f"children of {victim.name} not running again within 20 s")
-            await asyncio.sleep(0.02)
+        with LiveView(f"failover after kill -9 {victim.name}") as live:
+            while True:
+                views = await self.census(survivors)
+                now = time.monotonic()
+                if self.exact(views, alive_names):
+                    t_done = now
+                    live.update(views, victim.name, now - t_kill, done=True)
+                    break
+                if not live.update(views, victim.name, now - t_kill):
+                    line = self.failover_line(views, victim.name)
+                    if (line != last_line and now - last_print > 0.1) or now - last_print > 0.5:
+                        print(f"  +{now - t_kill:5.2f}s  {line}", flush=True)
+                        last_line, last_print = line, now
+                if now - t_kill > 20:
+                    raise DemoFailed(f"children of {victim.name} not running again within 20 s")
+                await asyncio.sleep(0.02)
         views = await self.census(survivors)
         print(f"  +{t_done - t_kill:5.2f}s  {self.failover_line(views, victim.name)}")
         leaves = self.hooks_since(t_kill, "pre_cluster_leave")
@@ -579,14 +630,24 @@ class Demo:
             print(f"    {hook:<28}{count:>7}")
 
         if keep:
+            urls = "\n".join(f"    {n.name}: {n.dashboard}" for n in self.live())
             print(
-                f"\n  the cluster keeps running; try:\n    .venv/bin/processhub status --node "
-                f"{seed.address} --cookie-file {self.cookie_file}\n  Ctrl-C to stop it."
+                f"\n  the cluster keeps running; open a dashboard:\n{urls}\n  or try:\n"
+                f"    .venv/bin/processhub status --node {seed.address} --cookie-file "
+                f"{self.cookie_file}\n  Ctrl-C to stop it.",
+                flush=True,
             )
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGINT, stop.set)
-            await stop.wait()
+            with LiveView("the cluster, live (Ctrl-C to stop)") as live:
+                while not stop.is_set():
+                    nodes = self.live()
+                    if nodes:
+                        live.update(await self.census(nodes), "", time.monotonic() - self.t0)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1.0):
+                            await stop.wait()
             loop.remove_signal_handler(signal.SIGINT)
 
         # -- 7 ------------------------------------------------------------------------------

@@ -115,6 +115,7 @@ class Node:
         max_inflight: int = 256,
         advertise: str | None = None,
         observability: bool = True,
+        dashboard: bool = True,
     ) -> None:
         if preset not in PRESETS:
             raise InvalidSpec(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
@@ -150,6 +151,8 @@ class Node:
         self._faults = faults
         self._rng = rng or random.Random()
         self._max_inflight = max_inflight
+        #: Whether the node serves the read-only dashboard routes (see :mod:`hub.dashboard`).
+        self.dashboard = dashboard
         self.boot_id = secrets.token_hex(8)
         self.name = name or ""
         self.address = Address(adv_host or host, adv_port or port)
@@ -287,6 +290,9 @@ class Node:
             from ..ops import add_read_only_routes
 
             add_read_only_routes(app, self.observed)
+        from ..board import mount  # hub.board imports this module
+
+        mount(app, self, dashboard=self.dashboard and self.observability)
 
     @property
     def observed(self) -> Observed:

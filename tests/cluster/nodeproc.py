@@ -12,7 +12,8 @@ this node's registry holds at that moment), ``reached`` (a ``watch`` condition h
 Commands (a command may carry ``rid``; its reply echoes it): ``members``, ``partition``,
 ``heal``, ``drop``, ``delay``, ``stats``, ``leave`` (graceful stop of hub and node, then exit),
 and with a hub: ``start``, ``stop``, ``stop_all``, ``registry``, ``local``, ``lookup``,
-``nodes``, ``startups``, ``buried``, ``call``, ``cast``, ``drain``, ``hub_stop``, ``memory``, ``watch``.
+``nodes``, ``startups``, ``buried``, ``call``, ``cast``, ``drain``, ``hub_stop``, ``memory``,
+``watch``.
 Hub commands run concurrently (each in its own task); a command that raises answers
 ``{"ev": "error"}``. Every read goes through the hub's public API.
 """

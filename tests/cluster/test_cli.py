@@ -17,7 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 COOKIE = "cli-test-cookie-0123456789abcdef"
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+#: The environment of every command: this one without PROCESSHUB_* settings (tests add theirs).
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("PROCESSHUB_")}
+ENV["PYTHONPATH"] = str(ROOT)
 
 APP = """
 from hub import ChildSpec
@@ -46,7 +48,7 @@ class CliNode:
         self._changed = asyncio.Condition()
         self._reader: asyncio.Task[None] | None = None
 
-    async def start(self, *args: str) -> None:
+    async def start(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -56,7 +58,7 @@ class CliNode:
             self.name,
             *args,
             cwd=ROOT,
-            env=ENV,
+            env={**ENV, **(env or {})},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -113,15 +115,18 @@ class CliNode:
                 await self._reader
 
 
-async def cli(*args: str, timeout: float = 20.0) -> tuple[int, str, str]:
-    """Run ``python -m hub ARGS``; exit code, stdout, stderr."""
+async def cli(
+    *args: str, timeout: float = 20.0, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run ``python -m hub ARGS`` (``env``: variables added to the environment); exit code,
+    stdout, stderr."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "hub",
         *args,
         cwd=ROOT,
-        env=ENV,
+        env={**ENV, **(env or {})},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -308,9 +308,10 @@ async def test_observability_false_serves_no_read_only_route(
         assert hub.endpoint is not None
         assert hub.counters is None
         base = f"http://127.0.0.1:{hub.endpoint.address.port}"
-        for path in ("/metrics", "/health/alive", "/health/ready"):
+        for path in ("/metrics", "/health/alive", "/health/ready", "/dashboard"):
             assert (await get(session, base + path))[0] == 404
-        assert hub.hooks.registered("process_startups") == []
+        ids = {h.id for h in hub.hooks.registered("process_startups")}
+        assert not {i for i in ids if i.startswith("mx_")}  # no metric counts either
 
 
 async def test_metrics_without_prometheus_client_answer_501(
