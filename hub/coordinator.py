@@ -891,6 +891,16 @@ class Coordinator:
             self.runtime.own(self._restart_here(restart), "restart-after-move")
 
     async def _restart_here(self, items: list[tuple[Record, Arrival]]) -> None:
+        """Restart here, with their state, children whose hot move failed after the state was
+        taken (unless they were stopped meanwhile, or started again elsewhere)."""
+        current = [
+            (r, a)
+            for r, a in items
+            if (known := self.desired.live(r.spec.id)) is not None and known.epoch == r.epoch
+        ]
+        if not current:
+            return
+        items = current
         starts = [(r.spec, r.metadata, r.epoch) for r, _ in items]
         arrivals = {r.spec.id: a for r, a in items}
         results = await self.runtime.start(starts, self.start_timeout, arrivals)

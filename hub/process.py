@@ -316,11 +316,15 @@ class Process:
         is the exception). Bounded by the spec's ``shutdown_timeout``."""
 
     def handover_state(self) -> Any:
-        """State to hand to the next instance when the child migrates (msgpack-able)."""
+        """State to hand to the next instance when the child moves under ``HotSwap`` (msgpack
+        data, at most the strategy's ``max_state_bytes`` encoded). Called after the message
+        being handled, before :meth:`terminate`; if it raises, the move goes ahead without
+        the state (``HANDOVER_SKIPPED``)."""
         return None
 
     async def receive_handover(self, state: Any) -> None:
-        """Receive the previous instance's :meth:`handover_state`, right after :meth:`init`."""
+        """Receive the previous instance's :meth:`handover_state`: after :meth:`init`, once
+        the old instance has stopped, before any message."""
 
 
 async def serve(

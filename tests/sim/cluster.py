@@ -53,6 +53,8 @@ class SimConfig:
     flush_timeout: float = FLUSH_TIMEOUT
     settle_time: float = 1.0  # the shell's settle_time: the SWIM probe interval (LAN preset)
     backoff: Backoff = field(default_factory=lambda: Backoff(base=0.05, cap=2.0))
+    hot: bool = False  # HotSwap: the target starts a held copy, the source then hands over
+    retention: float = 5.0  # HotSwap.retention
     #: candidate fixes the shell does not have, applied to the model only (the default,
     #: none, is the shell as it is): see ``FIXES``
     fixes: frozenset[str] = frozenset()

@@ -122,19 +122,31 @@ class Ledger:
             )
         if copy.why != "start":
             self.starts[cid] += 1
+        if self.calm and copy.why != "hot":  # a held copy runs nothing: see activated()
+            self._at_once(node, copy)
+
+    def activated(self, node: SimNode, copy: Copy) -> None:
+        """A hot move's held copy runs (its state came, or it gave up waiting)."""
+        if self.cluster.trace:
+            self.cluster.note(f"{node.name} runs {copy.cid}@{copy.epoch} (it moved in hot)")
         if self.calm:
-            where = [n.name for n in self.cluster.live_nodes() if cid in n.children]
-            rf = self.cluster.config.rf
-            if len(where) > rf:
-                seen = sum(1 for n in where if n != node.name and _sees(node, n, cid))
-                how = (
-                    f", though it sees {seen} copies"
-                    if copy.why == "planned" and seen >= rf
-                    else ""
-                )
-                self.violation(
-                    f"{cid} runs on {where} at once ({node.name} starts it: {copy.why}){how}"
-                )
+            self._at_once(node, copy)
+
+    def _at_once(self, node: SimNode, copy: Copy) -> None:
+        cid = copy.cid
+        where = [
+            n.name
+            for n in self.cluster.live_nodes()
+            if (c := n.children.get(cid)) is not None
+            and not (c.why == "hot" and c.state != "running")
+        ]
+        rf = self.cluster.config.rf
+        if len(where) > rf:
+            seen = sum(1 for n in where if n != node.name and _sees(node, n, cid))
+            how = f", though it sees {seen} copies" if copy.why == "planned" and seen >= rf else ""
+            self.violation(
+                f"{cid} runs on {where} at once ({node.name} starts it: {copy.why}){how}"
+            )
 
     def copy_removed(self, node: SimNode, copy: Copy, kind: str) -> None:
         if self.cluster.trace:

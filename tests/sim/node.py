@@ -74,7 +74,7 @@ if TYPE_CHECKING:
 __all__ = ["Copy", "SimNode"]
 
 Outcome = Pid | HubError
-StartKind = Literal["planned", "start", "migrate"]
+StartKind = Literal["planned", "start", "migrate", "hot"]
 Reply = Callable[[HubError | None, Any], None]
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -102,6 +102,8 @@ class Copy:
     batch: _Batch | None = None
     stop_at: float | None = None  # a stop in flight ends then
     waiters: list[Callable[[], None]] = field(default_factory=list)
+    held: bool = False  # a hot move's new copy: ready, waiting for the old copy's state
+    go: bool = False  # its state came before its init ended: it runs once that ends
 
     @property
     def cid(self) -> str:
@@ -190,6 +192,9 @@ class SimNode:
         self._rids = itertools.count(1)
         self.pending: dict[int, _Pending] = {}
         self._timeouts_at: float | None = None  # one timer for the earliest request deadline
+        # hot moves into this node: child id -> (source, token of its abandon timer)
+        self.incoming: dict[str, tuple[str, int]] = {}
+        self._tokens = itertools.count(1)
         # leaving
         self.handing_off: tuple[float, bool] | None = None
         self.gone = False
@@ -275,6 +280,8 @@ class SimNode:
         self.unsynced.discard(name)
         self.behind.discard(name)
         self.differing.pop(name, None)
+        for cid in [c for c, (source, _) in self.incoming.items() if source == name]:
+            self._abandon(cid, self.incoming[cid][1])
         part = self.registry.partitions.get(name)
         lost = list(part.entries) if part is not None else []
         self._parts = None
@@ -438,7 +445,12 @@ class SimNode:
         if self.children.get(copy.cid) is not copy or batch is None:
             return  # stopped, or timed out
         copy.batch = None
-        if ok:
+        if ok and copy.why == "hot":  # ready: it runs once the old copy's state comes
+            copy.held = True
+            self._settle(batch, copy.cid, copy.pid)
+            if copy.go and self.children.get(copy.cid) is copy:
+                self._activate(copy)
+        elif ok:
             copy.state = "running"
             self.local[copy.cid] = LocalChild(copy.epoch, copy.state)
             self.registry.put(Entry.of(copy.spec, copy.pid, copy.metadata, copy.epoch))
@@ -710,6 +722,9 @@ class SimNode:
         if not records:
             self._done(ids)
             return
+        if self.cfg.hot:
+            self._migrate_hot(target, ids, records)
+            return
         self.expected.update(present)
         tags = {cid: f"moved:{target}" for cid in present}
         self.cluster.ledger.moving(self, target, present)
@@ -728,6 +743,126 @@ class SimNode:
             self.start_remote(target, records, self.cfg.start_timeout, "migrate", 0, moved)
 
         self.runtime_stop(present, "migrate", tags, stopped)
+
+    def _migrate_hot(self, target: str, ids: list[str], records: list[Record]) -> None:
+        """HotSwap (``_move_hot``): the target starts held copies and answers when they are
+        ready (waited for at most ``retention``: past it, the move goes ahead without the
+        state); the old copies stop, their removal is published, then the state goes
+        (``handover``). A copy the target refused keeps running here and is retried after a
+        backoff; one whose handover failed restarts here with its state."""
+        timeout = self.cfg.start_timeout
+        by_id = {r.spec.id: r for r in records}
+        proceeded = [False]
+        retry: dict[str, float] = {}
+
+        def finish() -> None:
+            self._done(ids)
+            now = self.sched.now
+            for cid, delay in retry.items():
+                self.busy[cid] = now + delay
+                heapq.heappush(self.deferred, (now + delay, cid))
+            self.wake()
+
+        def go(results: dict[str, Outcome] | None) -> None:
+            if proceeded[0]:
+                return
+            proceeded[0] = True
+            late = results is None
+            moving = []
+            for cid in by_id:
+                outcome = None if results is None else results.get(cid)
+                if late or isinstance(outcome, Pid):
+                    if cid in self.children:
+                        moving.append(cid)
+                    continue
+                failure = outcome or HubError("no answer")
+                self.cluster.ledger.moved(self, target, [(cid, failure)])
+                failed = self.failures.get(cid)
+                retry[cid] = self.cfg.backoff.delay((failed.attempts if failed else 0) + 1, 0.5)
+            if not moving:
+                finish()
+                return
+            self.expected.update(moving)
+            tags = {cid: f"moved:{target}" for cid in moving}
+            self.cluster.ledger.moving(self, target, moving)
+
+            def handed(error: HubError | None, value: Any) -> None:
+                outcomes = [(c, error) for c in moving] if error is not None else list(value)
+                self.cluster.ledger.moved(self, target, outcomes)
+                restart = []
+                for cid, outcome in outcomes:
+                    if isinstance(outcome, Pid) or late:
+                        continue
+                    known = self.desired.live(cid)
+                    if known is not None and known.epoch == by_id[cid].epoch:
+                        restart.append(by_id[cid])  # ``_restart_here``: with its state
+                if restart:
+                    self.runtime_start(restart, timeout, lambda _r: None, "migrate")
+                finish()
+
+            def stopped(_stopped: list[str], _errors: dict[str, HubError]) -> None:
+                self.publish()  # ``publish_now``: the removals go before the state
+                payload = [(cid, not late) for cid in moving]
+                self.request(target, "handover", payload, timeout + 1.0, handed)
+
+            self.runtime_stop(moving, "migrate", tags, stopped)
+
+        def replied(error: HubError | None, value: Any) -> None:
+            go({cid: error for cid in by_id} if error is not None else dict(value))
+
+        self.later(self.cfg.retention, go, None)
+        payload = (records, timeout, 0, self.leaving, True)
+        self.request(target, "migrate", payload, timeout + 1.0, replied)
+
+    def _serve_handover(self, source: str, payload: Any, reply: Reply) -> None:
+        out: list[tuple[str, Outcome]] = []
+        for cid, _has_state in payload:
+            incoming = self.incoming.get(cid)
+            copy = self.children.get(cid)
+            if incoming is None or incoming[0] != source or copy is None or copy.why != "hot":
+                out.append((cid, NotFound(cid)))
+                continue
+            del self.incoming[cid]
+            if copy.held:
+                self._activate(copy)
+            else:  # still in its init (the source did not wait): it runs once that ends
+                copy.go = True
+            out.append((cid, copy.pid))
+        reply(None, out)
+
+    def _activate(self, copy: Copy) -> None:
+        """A held copy runs: it enters the registry (``_serve_handover``, ``_abandon``)."""
+        copy.held = False
+        copy.state = "running"
+        cid = copy.cid
+        self.local[cid] = LocalChild(copy.epoch, copy.state)
+        self.registry.put(Entry.of(copy.spec, copy.pid, copy.metadata, copy.epoch))
+        self.cluster.ledger.activated(self, copy)
+        self.local_changed()
+        self.arrived[cid] = self.sched.now + MOVE_WINDOW
+        self._done([cid])
+
+    def _expect(self, cid: str, source: str) -> None:
+        token = next(self._tokens)
+        self.incoming[cid] = (source, token)
+        limit = self.cfg.retention + self.cfg.stop_time[1] + self.cfg.start_timeout + 2.0
+        self.later(limit, self._abandon, cid, token)
+
+    def _abandon(self, cid: str, token: int) -> None:
+        """``_abandon``: a held copy waited in vain: it stops if the old copy still runs on a
+        live source, else it runs (from its spec)."""
+        incoming = self.incoming.get(cid)
+        if incoming is None or incoming[1] != token:
+            return
+        del self.incoming[cid]
+        copy = self.children.get(cid)
+        if copy is None or not copy.held:
+            return
+        source = incoming[0]
+        if any(n == source for n, _ in self.running_on(cid)):
+            self.runtime_stop([cid], "withdraw", None, lambda _s, _e: self._done([cid]))
+        else:
+            self._activate(copy)
 
     # -- start and stop requests ---------------------------------------------------------------
 
@@ -801,7 +936,15 @@ class SimNode:
                 self.start_remote(target, records, timeout, "start", 0, lambda r: one(None, r))
 
     def serve_start(
-        self, records: list[Record], timeout: float, hops: int, kind: str, done: Reply
+        self,
+        records: list[Record],
+        timeout: float,
+        hops: int,
+        kind: str,
+        done: Reply,
+        *,
+        hot: bool = False,
+        source: str = "",
     ) -> None:
         """Start records here (``kind="migrate"``: accepted whoever owns it) and forward those
         this node does not own, at most ``MAX_HOPS`` times, concurrently."""
@@ -834,7 +977,7 @@ class SimNode:
             if left[0] == 0:
                 done(None, [outcome for part in parts for outcome in part])
 
-        self._start_here(mine, timeout, kind, partial(part_done, 0))
+        self._start_here(mine, timeout, kind, partial(part_done, 0), hot=hot, source=source)
         for i, (node, group) in enumerate(groups, 1):
             self.start_remote(node, group, timeout, kind, hops + 1, partial(part_done, i, None))
 
@@ -860,7 +1003,16 @@ class SimNode:
             return AlreadyStarted(cid, ", ".join(n for n, _ in self.running_on(cid)) or "elsewhere")
         return None
 
-    def _start_here(self, records: list[Record], timeout: float, kind: str, done: Reply) -> None:
+    def _start_here(
+        self,
+        records: list[Record],
+        timeout: float,
+        kind: str,
+        done: Reply,
+        *,
+        hot: bool = False,
+        source: str = "",
+    ) -> None:
         out: list[tuple[str, Outcome]] = []
         mine: list[Record] = []
         for record in records:
@@ -884,6 +1036,13 @@ class SimNode:
                 # a child stopped while it started is settled as NotFound (Supervisor)
                 outcome = results.get(cid) or NotFound(cid)
                 out.append((cid, outcome))
+                if hot:  # ready, not running: busy until its state comes (or it gives up)
+                    copy = self.children.get(cid)
+                    if isinstance(outcome, Pid) and copy is not None and copy.held:
+                        self.busy[cid] = self.sched.now + 3600.0
+                    elif not isinstance(outcome, Pid):
+                        self.incoming.pop(cid, None)
+                    continue
                 if isinstance(outcome, Pid):
                     self.failures.pop(cid, None)
                     if kind == "migrate":  # a stale view here must not make it lose a conflict
@@ -896,7 +1055,11 @@ class SimNode:
                     self.write(tombstone, "start-failed")
             done(None, out)
 
-        self.runtime_start(mine, timeout, started, "migrate" if kind == "migrate" else "start")
+        why: StartKind = "hot" if hot else "migrate" if kind == "migrate" else "start"
+        if hot:
+            for record in mine:
+                self._expect(record.spec.id, source)
+        self.runtime_start(mine, timeout, started, why)
 
     def start_remote(
         self,
@@ -1350,11 +1513,14 @@ class SimNode:
 
         kind = frame.kind
         if kind in ("start", "migrate"):
-            records, timeout, hops, drains = frame.payload
+            records, timeout, hops, drains, *rest = frame.payload
             if drains and src in self.members and src not in self.draining:
                 self.draining.add(src)  # the source said it leaves: it owns nothing now
                 self._topology_changed(())
-            self.serve_start(list(records), timeout, hops, kind, reply)
+            hot = kind == "migrate" and bool(rest and rest[0])
+            self.serve_start(list(records), timeout, hops, kind, reply, hot=hot, source=src)
+        elif kind == "handover":
+            self._serve_handover(src, frame.payload, reply)
         elif kind == "stop":
             self._serve_stop(frame.payload, reply)
         elif kind == "send_snapshot":
