@@ -148,8 +148,7 @@ async def exactness(kind: str, migration: Any) -> dict[str, Any]:
     await asyncio.gather(*tasks)
     deadline = loop.time() + 30.0  # let the last messages be applied
     total = sum(sent.values()) * len(targets)
-    while sum(len(procs.APPLIED.get(c, [])) for c in targets) < total and loop.time() < deadline:
-        await asyncio.sleep(0.05)
+    await until(lambda: sum(len(procs.APPLIED.get(c, [])) for c in targets) >= total, deadline)
     lost = doubled = disordered = 0
     for cid in targets:
         applied = procs.APPLIED.get(cid, [])
