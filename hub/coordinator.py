@@ -219,6 +219,9 @@ class Coordinator:
         self._running: dict[str, asyncio.Future[bool]] = {}  # arrivals waited for
         self.moves_in_flight = 0  # migration batches of this node not finished
         self._pinned: dict[str, str] = {}  # live children placed by hub.migrate: id -> node
+        self._move_failures: dict[str, int] = {}  # failed hot moves in a row, by child id
+        self._parked: dict[str, float] = {}  # children not moved again before then (see _park)
+        self._cold_next: set[str] = set()  # leaving: moved cold after refused hot moves
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -355,6 +358,8 @@ class Coordinator:
 
     def _topology_changed(self, affected: Iterable[str]) -> None:
         self._changed_at = asyncio.get_running_loop().time()
+        self._parked.clear()  # a refused move is tried again on the new membership
+        self._move_failures.clear()
         self._replan_local(affected)
         self._sync_pending = True
 
@@ -422,6 +427,7 @@ class Coordinator:
             changed.append(record)
             cid = record.spec.id
             self._dirty.add(cid)
+            self._parked.pop(cid, None)  # a new record: decide again at once
             if publish:
                 self._outgoing[cid] = record
             if record.pin and record.status == LIVE:
@@ -496,6 +502,8 @@ class Coordinator:
         waiting = self._running.get(child_id)
         if waiting is not None and not waiting.done():
             waiting.set_result(False)
+        self._parked.pop(child_id, None)
+        self._move_failures.pop(child_id, None)
         if self.closing or child_id in self._expected:
             return
         record = self.desired.live(child_id)
@@ -540,7 +548,7 @@ class Coordinator:
             candidates.add(heapq.heappop(deferred)[1])
         if now >= self._expire_at:  # deadlines of operations in flight: at most twice a second
             self._expire_at = now + 0.5
-            for deadlines in (self._busy, self._in_transit, self._arrived):
+            for deadlines in (self._busy, self._in_transit, self._arrived, self._parked):
                 for cid in [c for c, t in deadlines.items() if t <= now]:
                     del deadlines[cid]
                     self._dirty.add(cid)
@@ -551,7 +559,7 @@ class Coordinator:
             self,
             self._local_view(),
             candidates,
-            busy=self._busy,
+            busy={**self._busy, **self._parked} if self._parked else self._busy,
             in_transit=self._in_transit,
             arrived=self._arrived,
             failures=self._failures,
@@ -690,11 +698,11 @@ class Coordinator:
 
     async def _migrate_batch(self, target: str, ids: list[str]) -> None:
         runtime = self.runtime
-        retry: dict[str, float] = {}
+        retry: dict[str, str] = {}
         self.moves_in_flight += 1
+        records: dict[str, Record] = {}
         try:
             async with self._moving:
-                records = {}
                 for cid in ids:
                     child = runtime.get(cid)
                     if child is not None:
@@ -703,17 +711,59 @@ class Coordinator:
                         )
                 if not records:
                     return
+                cold = records
                 if self.migration.kind == "hot":
-                    retry = await self._move_hot(target, records)
-                else:
-                    await self._move_cold(target, records)
+                    cold = {c: r for c, r in records.items() if c in self._cold_next}
+                    self._cold_next.difference_update(cold)
+                    hot = {c: r for c, r in records.items() if c not in cold}
+                    if hot:
+                        retry = await self._move_hot(target, hot)
+                if cold:
+                    await self._move_cold(target, cold)
         finally:
             self.moves_in_flight -= 1
             self._done(ids)
-            now = asyncio.get_running_loop().time()
-            for cid, delay in retry.items():  # a move the target refused: try again later
-                self._busy[cid] = now + delay
-                heapq.heappush(self._deferred, (now + delay, cid))
+            for cid in records:
+                if cid in retry:
+                    self._park(records[cid], target, retry[cid])
+                else:
+                    self._move_failures.pop(cid, None)
+
+    def _park(self, record: Record, target: str, error: str) -> None:
+        """A hot move the target refused: the copy keeps running here and the move is tried
+        again after a backoff; past the child's ``max_restarts`` failed attempts, only after
+        the next change of the membership (the owner may change, or come back healthy), or,
+        when this node leaves or drains, cold (the target's failed starts then count)."""
+        cid = record.spec.id
+        attempts = self._move_failures.get(cid, 0) + 1
+        self._move_failures[cid] = attempts
+        now = asyncio.get_running_loop().time()
+        if attempts > record.spec.max_restarts and self.leaving:
+            logger.warning(  # it must leave: the next attempt moves it cold
+                "hub %s: %s moves cold: %s failed to take it hot %d times (last: %s)",
+                self.hub_id,
+                cid,
+                target,
+                attempts,
+                error,
+            )
+            self._cold_next.add(cid)
+        elif attempts > record.spec.max_restarts:
+            logger.error(
+                "hub %s: %s stays on %s: %s failed to take it %d times (last: %s); tried again "
+                "when the membership changes",
+                self.hub_id,
+                cid,
+                self.node,
+                target,
+                attempts,
+                error,
+            )
+            self._parked[cid] = float("inf")
+            return
+        due = now + self.backoff.delay(attempts, 0.5)
+        self._parked[cid] = due
+        heapq.heappush(self._deferred, (due, cid))
 
     async def _move_cold(self, target: str, records: dict[str, Record]) -> None:
         """ColdSwap: stop each child here, then start it on its target with its record; the
@@ -724,20 +774,19 @@ class Coordinator:
         results = await self.start_remote(target, moving, self.start_timeout, "migrate")
         self._moved(target, results, sent, {})
 
-    async def _move_hot(self, target: str, records: dict[str, Record]) -> dict[str, float]:
+    async def _move_hot(self, target: str, records: dict[str, Record]) -> dict[str, str]:
         """HotSwap: the target starts the new copies (``init`` runs, the mailbox is held); once
         they are ready (at most ``retention`` seconds) the old copies stop, their state and the
         casts still queued here go to the new ones, which then run. Returns the children whose
-        move the target refused, with the delay before the next attempt."""
+        move the target refused, with why."""
         migration = self.migration
         ready = await self._prepare(target, list(records.values()))
-        retry: dict[str, float] = {}
+        retry: dict[str, str] = {}
         late = [cid for cid in records if cid not in ready]
         for cid, outcome in ready.items():
             if isinstance(outcome, HubError):
                 self._move_failed(cid, target, f"{outcome} (the copy here keeps running)")
-                failures = self._failures.get(cid)
-                retry[cid] = self.backoff.delay((failures.attempts if failures else 0) + 1, 0.5)
+                retry[cid] = str(outcome)
         for cid in late:
             self._skipped(cid, target, "retention", f"not ready within {migration.retention}s")
         go = [cid for cid in records if cid not in retry]
@@ -997,16 +1046,22 @@ class Coordinator:
     def _expect_arrival(self, record: Record, source: str) -> Arrival:
         """A hot move's new copy: it waits (bounded) for the old copy's state."""
         cid = record.spec.id
-        spec = record.spec
-        limit = self.migration.retention + spec.shutdown_timeout + self.start_timeout + 2.0
         loop = asyncio.get_running_loop()
         arrival = Arrival()
-        timer = loop.call_later(limit, self._abandon, cid, "no state came")
+        timer = loop.call_later(self._hold_limit(record), self._abandon, cid, "no state came")
         previous = self._incoming.pop(cid, None)
         if previous is not None:
             previous.timer.cancel()
         self._incoming[cid] = _Incoming(arrival, source, timer)
         return arrival
+
+    def _hold_limit(self, record: Record) -> float:
+        """How long a hot move's new copy waits for the old one's state: the source waits
+        ``retention`` for it to be ready, then stops the old copy (``shutdown_timeout``), then
+        sends the state (answered within ``start_timeout``)."""
+        return (
+            self.migration.retention + record.spec.shutdown_timeout + self.start_timeout + 2.0
+        )
 
     def _abandon(self, cid: str, why: str) -> None:
         """A new copy waited in vain: if the old one still runs on a live source, this one
@@ -1290,7 +1345,7 @@ class Coordinator:
             if hot:  # ready, not running yet: busy until its state came (or it gave up)
                 incoming = self._incoming.get(cid)
                 if isinstance(outcome, Pid) and incoming is not None:
-                    self._busy[cid] = loop.time() + 3600.0
+                    self._busy[cid] = loop.time() + self._hold_limit(record) + 1.0
                 elif incoming is not None:
                     del self._incoming[cid]
                     incoming.timer.cancel()
@@ -1610,8 +1665,11 @@ class Coordinator:
         self._registry_changed.set()
         events = self.runtime.events
         now = asyncio.get_running_loop().time()
+        parked = self._parked
         for change in changes:
             self._dirty.add(change.child_id)
+            if parked:
+                parked.pop(change.child_id, None)  # another copy, or one gone: decide again
             if change.kind != "removed":
                 assert change.pid is not None
                 self._in_transit.pop(change.child_id, None)

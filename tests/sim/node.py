@@ -192,6 +192,9 @@ class SimNode:
         self._rids = itertools.count(1)
         self.pending: dict[int, _Pending] = {}
         self._timeouts_at: float | None = None  # one timer for the earliest request deadline
+        self.move_failures: dict[str, int] = {}  # failed hot moves in a row (``_park``)
+        self.parked: dict[str, float] = {}
+        self.cold_next: set[str] = set()
         # hot moves into this node: child id -> (source, token of its abandon timer)
         self.incoming: dict[str, tuple[str, int]] = {}
         self._tokens = itertools.count(1)
@@ -290,6 +293,8 @@ class SimNode:
 
     def _topology_changed(self, affected: Iterable[str]) -> None:
         self._changed_at = self.sched.now
+        self.parked.clear()  # a refused move is tried again on the new membership
+        self.move_failures.clear()
         self._version += 1
         self._parts = None
         if "rumours" in self.cfg.fixes:  # candidate fix: tell the members at once
@@ -375,6 +380,7 @@ class SimNode:
             old = self.desired.get(cid) if announce else None
             if not self.desired.merge(record, now):
                 continue
+            self.parked.pop(cid, None)  # a new record: decide again at once
             if announce and record.status == LIVE and (old is None or old.epoch < record.epoch):
                 self.in_transit[cid] = now + self.cfg.start_timeout  # candidate fix
             changed.append(record)
@@ -557,6 +563,8 @@ class SimNode:
         self._registry_changed()
 
     def local_removed(self, cid: str, kind: str, reason: Any) -> None:
+        self.parked.pop(cid, None)
+        self.move_failures.pop(cid, None)
         self.dirty_registry()
         self._registry_changed()
         if self.closing or cid in self.expected:
@@ -608,7 +616,7 @@ class SimNode:
         candidates = sorted(due)  # a set in the shell: sorted for determinism
         if now >= self._expire_at:  # deadlines of operations in flight: twice a second
             self._expire_at = now + 0.5
-            for table in (self.busy, self.in_transit, self.arrived):
+            for table in (self.busy, self.in_transit, self.arrived, self.parked):
                 for cid in [c for c, t in table.items() if t <= now]:
                     del table[cid]
                     self.dirty.add(cid)
@@ -621,7 +629,7 @@ class SimNode:
             self,
             self.local,  # ``_LocalView``: the same ``LocalChild`` per child, kept current
             candidates,
-            busy=self.busy,
+            busy={**self.busy, **self.parked} if self.parked else self.busy,
             in_transit=self.in_transit,
             arrived=self.arrived,
             failures=self.failures,
@@ -711,9 +719,16 @@ class SimNode:
             for i in range(0, len(ids), MIGRATION_BATCH):
                 self._migrate_batch(target, ids[i : i + MIGRATION_BATCH])
 
-    def _migrate_batch(self, target: str, ids: list[str]) -> None:
+    def _migrate_batch(self, target: str, ids: list[str], cold: bool = False) -> None:
         """ColdSwap: stop here (removal reason ``moved:<target>``), publish the removals (the
         target sees them before the migrate request), then start there."""
+        if self.cfg.hot and not cold and self.cold_next.intersection(ids):
+            colder = [cid for cid in ids if cid in self.cold_next]
+            self.cold_next.difference_update(colder)
+            ids = [cid for cid in ids if cid not in self.cold_next and cid not in colder]
+            self._migrate_batch(target, colder, cold=True)
+            if not ids:
+                return
         present = [cid for cid in ids if cid in self.children]
         records = []
         for cid in present:
@@ -722,7 +737,7 @@ class SimNode:
         if not records:
             self._done(ids)
             return
-        if self.cfg.hot:
+        if self.cfg.hot and not cold:
             self._migrate_hot(target, ids, records)
             return
         self.expected.update(present)
@@ -753,14 +768,15 @@ class SimNode:
         timeout = self.cfg.start_timeout
         by_id = {r.spec.id: r for r in records}
         proceeded = [False]
-        retry: dict[str, float] = {}
+        retry: set[str] = set()
 
         def finish() -> None:
             self._done(ids)
-            now = self.sched.now
-            for cid, delay in retry.items():
-                self.busy[cid] = now + delay
-                heapq.heappush(self.deferred, (now + delay, cid))
+            for cid in by_id:
+                if cid in retry:
+                    self._park(by_id[cid])
+                else:
+                    self.move_failures.pop(cid, None)
             self.wake()
 
         def go(results: dict[str, Outcome] | None) -> None:
@@ -777,8 +793,7 @@ class SimNode:
                     continue
                 failure = outcome or HubError("no answer")
                 self.cluster.ledger.moved(self, target, [(cid, failure)])
-                failed = self.failures.get(cid)
-                retry[cid] = self.cfg.backoff.delay((failed.attempts if failed else 0) + 1, 0.5)
+                retry.add(cid)
             if not moving:
                 finish()
                 return
@@ -814,6 +829,21 @@ class SimNode:
         payload = (records, timeout, 0, self.leaving, True)
         self.request(target, "migrate", payload, timeout + 1.0, replied)
 
+    def _park(self, record: Record) -> None:
+        """``_park``: a refused hot move is tried again after a backoff, and past the child's
+        ``max_restarts`` attempts only on the next membership change."""
+        cid = record.spec.id
+        attempts = self.move_failures.get(cid, 0) + 1
+        self.move_failures[cid] = attempts
+        if attempts > record.spec.max_restarts and self.leaving:
+            self.cold_next.add(cid)  # it must leave: the next attempt moves it cold
+        elif attempts > record.spec.max_restarts:
+            self.parked[cid] = float("inf")
+            return
+        due = self.sched.now + self.cfg.backoff.delay(attempts, 0.5)
+        self.parked[cid] = due
+        heapq.heappush(self.deferred, (due, cid))
+
     def _serve_handover(self, source: str, payload: Any, reply: Reply) -> None:
         out: list[tuple[str, Outcome]] = []
         for cid, _has_state in payload:
@@ -845,8 +875,10 @@ class SimNode:
     def _expect(self, cid: str, source: str) -> None:
         token = next(self._tokens)
         self.incoming[cid] = (source, token)
-        limit = self.cfg.retention + self.cfg.stop_time[1] + self.cfg.start_timeout + 2.0
-        self.later(limit, self._abandon, cid, token)
+        self.later(self._hold_limit(), self._abandon, cid, token)
+
+    def _hold_limit(self) -> float:
+        return self.cfg.retention + self.cfg.stop_time[1] + self.cfg.start_timeout + 2.0
 
     def _abandon(self, cid: str, token: int) -> None:
         """``_abandon``: a held copy waited in vain: it stops if the old copy still runs on a
@@ -856,13 +888,16 @@ class SimNode:
             return
         del self.incoming[cid]
         copy = self.children.get(cid)
-        if copy is None or not copy.held:
+        if copy is None or copy.why != "hot" or copy.state == "running":
+            self._done([cid])
             return
         source = incoming[0]
         if any(n == source for n, _ in self.running_on(cid)):
             self.runtime_stop([cid], "withdraw", None, lambda _s, _e: self._done([cid]))
-        else:
+        elif copy.held:
             self._activate(copy)
+        else:  # still in its init: it runs once that ends (``Arrival.complete`` before it)
+            copy.go = True
 
     # -- start and stop requests ---------------------------------------------------------------
 
@@ -1039,7 +1074,7 @@ class SimNode:
                 if hot:  # ready, not running: busy until its state comes (or it gives up)
                     copy = self.children.get(cid)
                     if isinstance(outcome, Pid) and copy is not None and copy.held:
-                        self.busy[cid] = self.sched.now + 3600.0
+                        self.busy[cid] = self.sched.now + self._hold_limit() + 1.0
                     elif not isinstance(outcome, Pid):
                         self.incoming.pop(cid, None)
                     continue
@@ -1316,6 +1351,7 @@ class SimNode:
         now = self.sched.now
         for change in changes:
             self.dirty.add(change.child_id)
+            self.parked.pop(change.child_id, None)  # another copy, or one gone: decide again
             if change.kind != "removed":
                 self.in_transit.pop(change.child_id, None)
             elif change.reason.startswith("moved:") or (not change.reason and not dropped):

@@ -7,6 +7,9 @@
   tolerated in at most ``RESIDUAL_RATE`` (2%) of the schedules; the default 2,000 show it in
   15 (0.75%; 97 of the first 10,000). Under ``-m slow`` the default 2,000 also run with the
   open findings' candidate fixes (``FIXES``): then 1 shows it, and at most 0.2% may.
+* The same kind of schedules (rf=1) with HotSwap moves: 1,000 by default (``SIM_HOT_SCHEDULES``),
+  25,000 more under ``-m slow``, with the same residue allowance (the default 1,000 show it
+  in 9).
 * Hand-written scenarios.
 * A regression test per fixed finding (its reproduction shows no violation at all) and a strict
   xfail per open finding (it fails as XPASS once the shell is fixed), with the check that the
@@ -94,6 +97,7 @@ from .schedules import Outcome, Schedule, Step, kind_of, random_schedule, report
 from .schedules import shrink as shrink_outcome
 
 DEFAULT_SCHEDULES = int(os.environ.get("SIM_SCHEDULES", "2000"))
+HOT_SCHEDULES = int(os.environ.get("SIM_HOT_SCHEDULES", "1000"))
 SLOW_SCHEDULES = int(os.environ.get("SIM_SLOW_SCHEDULES", "100000"))
 #: what the open findings F1 and F7 leave: a second copy started by a node whose view (of the
 #: members, or of the registry) lacked the others, or (schedules with deaths) a restart more than
@@ -107,9 +111,10 @@ SHELL: frozenset[str] = frozenset()  # the model of the shell as it is: no candi
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-def _runner(fixes: frozenset[str]) -> Callable[[Schedule], Outcome]:
+def _runner(fixes: frozenset[str], *, hot: bool = False) -> Callable[[Schedule], Outcome]:
     def run(schedule: Schedule) -> Outcome:
-        return run_schedule(schedule, config=SimConfig(rf=schedule.rf, fixes=fixes))
+        config = SimConfig(rf=schedule.rf, fixes=fixes, hot=hot)
+        return run_schedule(schedule, config=config)
 
     return run
 
@@ -121,16 +126,17 @@ def sweep(
     residual: bool,
     rate: float = RESIDUAL_RATE,
     shrink: bool = True,
+    hot: bool = False,
 ) -> list[int]:
     """Run the random schedule of each seed; fail with a (shrunk) report at the first violation
     that is not residual, or when more than ``rate`` of the schedules show a residue. Returns
     the seeds with residual violations only."""
-    run = _runner(fixes)
+    run = _runner(fixes, hot=hot)
     left: list[int] = []
     count = 0
     for seed in seeds:
         count += 1
-        outcome = run(random_schedule(seed))
+        outcome = run(random_schedule(seed, rf=1 if hot else None))
         if not outcome.violations:
             continue
         if residual and all(RESIDUAL.search(v) for v in outcome.violations):
@@ -202,6 +208,19 @@ def test_random_schedules(part: int) -> None:
     """2,000 seeded schedules of 30 steps (in four parts) on the shell's model."""
     size = DEFAULT_SCHEDULES // 4
     sweep(range(part * size, (part + 1) * size), SHELL, residual=True)
+
+
+@pytest.mark.parametrize("part", range(2))
+def test_random_schedules_with_hot_moves(part: int) -> None:
+    """1,000 seeded schedules (in two parts, rf=1: HotSwap refuses replication) with HotSwap
+    moves: held copies, handover, a source or target lost mid-move, parked retries."""
+    size = HOT_SCHEDULES // 2
+    sweep(range(part * size, (part + 1) * size), SHELL, residual=True, hot=True)
+
+
+@pytest.mark.slow
+def test_random_schedules_with_hot_moves_slow() -> None:
+    sweep(range(HOT_SCHEDULES, HOT_SCHEDULES + SLOW_SCHEDULES // 4), SHELL, residual=True, hot=True)
 
 
 @pytest.mark.slow
