@@ -43,6 +43,7 @@ from .errors import (
     AlreadyStarted,
     HubError,
     InvalidSpec,
+    MailboxFull,
     NodeUnreachable,
     NotDelivered,
     NotFound,
@@ -1950,6 +1951,9 @@ class Coordinator:
             self.messenger.on_cast(local, message, hops)
         except NotFound:
             logger.debug("hub %s: a cast to %s was dropped: no such instance", self.hub_id, local)
+        except MailboxFull as exc:  # a one-way frame: its sender cannot be told
+            self.messenger.lost += 1
+            logger.warning("hub %s: a cast from a peer was dropped: %s", self.hub_id, exc)
 
     def _local_ctx(self, target: Any) -> Any:
         """The local instance a remote message is for; a child that should run but is not
