@@ -47,6 +47,7 @@ from .errors import (
     NodeUnreachable,
     NotDelivered,
     NotFound,
+    QuorumLost,
     StartFailed,
     Timeout,
 )
@@ -59,9 +60,11 @@ from .events import (
     HandoverSkipped,
     Hook,
     MigrationFailed,
+    ModeChanged,
     PidInserted,
     PidRemoved,
     PidUpdate,
+    PriorityState,
     Redistribution,
 )
 from .local import LocalRuntime
@@ -81,7 +84,7 @@ from .planner import (
     start_target,
     synchronized,
 )
-from .policies import Strategies, is_spec_aware
+from .policies import Mode, Strategies, is_spec_aware
 from .process import NO_STATE, Arrival, Call
 from .registry import Change, Delta, Entry, Registry, Snapshot
 from .spec import ChildSpec
@@ -113,6 +116,7 @@ FLUSH_TIMEOUT = 2.0  # at most this long for peers to acknowledge the final regi
 STABLE_DIFF = 3.0  # seconds a desired bucket must differ the same way before it is pushed
 SYNC_INTERVAL = 0.1  # anti-entropy period while a topology change is not yet synchronized
 MAX_SNAPSHOT_PARTS = 10_000
+FAILED_MEMORY = 3600.0  # seconds a failed member still counts as known (for quorum)
 HOLD_FOR = 30.0  # seconds messages for a child that left wait for it to show up somewhere
 FORWARD_FOR = 10.0  # seconds a node forwards messages for a child that moved away
 INBOX_FRAME_BYTES = 4 * 1024 * 1024  # moved mailbox data in one frame
@@ -223,6 +227,11 @@ class Coordinator:
         self._move_failures: dict[str, int] = {}  # failed hot moves in a row, by child id
         self._parked: dict[str, float] = {}  # children not moved again before then (see _park)
         self._cold_next: set[str] = set()  # leaving: moved cold after refused hot moves
+        # quorum
+        self.locked = False
+        self._lock_at: float | None = None  # quorum lost since: locked from then on
+        self._recheck: asyncio.TimerHandle | None = None
+        self._failed: dict[str, float] = {}  # members that failed (not left): name -> when
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -253,10 +262,14 @@ class Coordinator:
         self._unsubscribe = self.endpoint.subscribe(self._on_node_event)
         for member in self.endpoint.alive():
             self._member_changed(member)
+        self.evaluate_quorum()  # alone so far: a quorum strategy may lock it from the start
         hubs = list(self.endpoint.meta.get("hubs", ()))
         self.endpoint.update_meta(hubs=sorted({*hubs, self.hub_id}))
 
     def detach(self) -> None:
+        if self._recheck is not None:
+            self._recheck.cancel()
+            self._recheck = None
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -286,7 +299,7 @@ class Coordinator:
         hosts = self.hub_id in member.meta.get("hubs", ())
         live = member.state in (State.ALIVE, State.SUSPECT)
         drains = self.hub_id in member.meta.get("draining", ())
-        change = "join" if live and hosts else "leave"
+        change = "join" if live and hosts else "fail" if member.state == State.DEAD else "leave"
         try:
             self._topology.put_nowait((change, name, member.node.boot_id))
             if change == "join" and drains != (name in self.draining):
@@ -306,6 +319,7 @@ class Coordinator:
             if change == "join" and known is None:
                 await hooks.dispatch(Hook.PRE_CLUSTER_JOIN, name)  # the ring changes here
                 self.members[name] = boot
+                self._failed.pop(name, None)
                 self.unsynced.add(name)
                 self._peer_state.pop(name, None)
                 logger.info("hub %s: node %s joined (boot %s)", self.hub_id, name, boot[:8])
@@ -318,8 +332,8 @@ class Coordinator:
                 self._send_state(name)
                 await hooks.dispatch(Hook.POST_NODES_REDISTRIBUTION, Redistribution("nodeup", name))
                 await hooks.dispatch(Hook.POST_CLUSTER_JOIN, name)
-            elif change == "leave" and known is not None:
-                await self._leave(name, "left")
+            elif change in ("leave", "fail") and known is not None:
+                await self._leave(name, "failed" if change == "fail" else "left")
             elif change in ("drain", "undrain") and name in self.members:
                 if change == "drain":
                     self.draining.add(name)
@@ -332,6 +346,8 @@ class Coordinator:
         hooks = self.runtime.hooks
         await hooks.dispatch(Hook.PRE_CLUSTER_LEAVE, name)
         del self.members[name]
+        if why == "failed":  # it still counts for quorum (unlike a node that left)
+            self._failed[name] = asyncio.get_running_loop().time()
         self.draining.discard(name)
         self.unsynced.discard(name)
         self._behind.discard(name)
@@ -361,8 +377,87 @@ class Coordinator:
         self._changed_at = asyncio.get_running_loop().time()
         self._parked.clear()  # a refused move is tried again on the new membership
         self._move_failures.clear()
+        self.evaluate_quorum()
+        self._update_modes()
         self._replan_local(affected)
         self._sync_pending = True
+
+    # -- quorum --------------------------------------------------------------------------------
+
+    def evaluate_quorum(self) -> None:
+        """Ask the partition strategy whether this side of the cluster may run children
+        (after every membership change, and every anti-entropy round: a strategy may depend
+        on time). Unlocking is at once; locking waits until quorum has been lost for
+        ``settle_time`` (a probe period): a heal briefly shows nodes dead that are refuting
+        it, and a lock stops every child here."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        forget = now - FAILED_MEMORY
+        for name in [n for n, at in self._failed.items() if at < forget]:
+            del self._failed[name]
+        live = [*self.members, self.node]
+        locked = bool(self.partition.evaluate(live, [*live, *self._failed]))
+        if not locked:
+            self._lock_at = None
+        elif not self.locked:
+            if self._lock_at is None:
+                self._lock_at = now + self.settle_time
+                self._recheck = loop.call_later(self.settle_time + 0.001, self._recheck_quorum)
+            if now < self._lock_at:
+                return
+        if locked == self.locked:
+            return
+        self.locked = locked
+        self._lock_at = None
+        state = PriorityState(locked, self.partition.describe())
+        events = self.runtime.events
+        if locked:
+            logger.warning(
+                "hub %s: quorum lost (%d live of %d known nodes): locked; the children here "
+                "stop and no start, stop or move is accepted until quorum is back",
+                self.hub_id,
+                len(live),
+                len(live) + len(self._failed),
+            )
+        else:
+            logger.warning("hub %s: quorum regained: unlocked", self.hub_id)
+        events.emit(Hook.PRIORITY_STATE_UPDATED, state)
+        events.emit(Hook.QUORUM_LOST if locked else Hook.QUORUM_REGAINED, state)
+        self._full = True  # every child: stop them all, or start what belongs here again
+        self._replan_local(())
+
+    def _recheck_quorum(self) -> None:
+        self._recheck = None
+        self.evaluate_quorum()
+
+    @property
+    def partitioned(self) -> bool:
+        """Whether members of this hub failed (unreachable, not left gracefully) and have not
+        come back (each is forgotten :data:`FAILED_MEMORY` seconds after it failed)."""
+        return bool(self._failed)
+
+    # -- modes -------------------------------------------------------------------------------
+
+    def mode_of(self, child_id: str) -> Mode:
+        """The mode of this node's copy of ``child_id``: ``"active"`` on the primary owner,
+        the replication model on the other owners, ``"passive"`` elsewhere."""
+        if self.rf == 1:
+            return "active"
+        return self.redundancy.mode(self.node, self.owners(child_id))
+
+    def _update_modes(self) -> None:
+        """The view changed: a replica whose primary left is promoted (and a copy that is no
+        longer the primary demoted); its process learns it (``on_mode_change``)."""
+        if self.rf == 1 or self.locked:
+            return
+        for cid in self.runtime.child_ids():
+            mode = self.mode_of(cid)
+            old = self.runtime.set_mode(cid, mode)
+            if old is not None and old != mode:
+                logger.info("hub %s: %s is %s here now (was %s)", self.hub_id, cid, mode, old)
+                self.runtime.events.emit(
+                    Hook.CHILD_MODE_CHANGED, ModeChanged(cid, self.node, old, mode)
+                )
 
     # -- placement -----------------------------------------------------------------------------
 
@@ -387,7 +482,8 @@ class Coordinator:
         live = frozenset([*self.members, self.node])
         draining = frozenset(self.draining | {self.node} if self.leaving else self.draining)
         settle_at = self._changed_at + self.settle_time
-        return View(self.node, live, draining, frozenset(self.unsynced), False, settle_at)
+        unsynced = frozenset(self.unsynced)
+        return View(self.node, live, draining, unsynced, self.locked, settle_at)
 
     def running_on(self, child_id: str) -> list[tuple[str, int]]:
         """``(node, epoch)`` of the current boots of live members that run ``child_id``."""
@@ -626,8 +722,9 @@ class Coordinator:
 
     async def _start_planned(self, starts: list[Start]) -> None:
         items = [(a.record.spec, a.record.metadata, a.record.epoch) for a in starts]
+        modes = {a.child_id: a.mode for a in starts} if self.rf > 1 else None
         try:
-            results = await self.runtime.start(items, self.start_timeout)
+            results = await self.runtime.start(items, self.start_timeout, modes=modes)
         finally:
             self._done(a.child_id for a in starts)
         failed = 0
@@ -1060,9 +1157,7 @@ class Coordinator:
         """How long a hot move's new copy waits for the old one's state: the source waits
         ``retention`` for it to be ready, then stops the old copy (``shutdown_timeout``), then
         sends the state (answered within ``start_timeout``)."""
-        return (
-            self.migration.retention + record.spec.shutdown_timeout + self.start_timeout + 2.0
-        )
+        return self.migration.retention + record.spec.shutdown_timeout + self.start_timeout + 2.0
 
     def _abandon(self, cid: str, why: str) -> None:
         """A new copy waited in vain: if the old one still runs on a live source, this one
@@ -1149,6 +1244,7 @@ class Coordinator:
                 )
         if arrived:
             self.runtime.events.emit(Hook.CHILDREN_MIGRATED, ChildrenMigrated(self.node, arrived))
+            await self.publish_now()  # senders find the new copies without a batch window
         return out
 
     async def migrate(self, child_id: str, node: str, timeout: float) -> Pid:
@@ -1252,7 +1348,11 @@ class Coordinator:
         source: str = "",
     ) -> list[tuple[str, Pid | HubError]]:
         """Start records here (``kind="migrate"``: a move, accepted whoever owns it), or
-        forward those this node does not own (at most :data:`MAX_HOPS` times)."""
+        forward those this node does not own (at most :data:`MAX_HOPS` times). A locked node
+        starts nothing (:class:`QuorumLost`)."""
+        if self.locked:
+            lost = QuorumLost(f"hub {self.hub_id!r} is locked on {self.node} (quorum lost)")
+            return [(r.spec.id, lost) for r in records]
         if self._guided:
             self.distribution.guide([r.spec for r in records])  # type: ignore[attr-defined]
         forward: dict[str, list[Record]] = {}
@@ -1332,9 +1432,10 @@ class Coordinator:
                     arrivals[cid] = self._expect_arrival(record, source)
                 else:
                     arrivals[cid] = Arrival.of(self._take_inbox(cid))
+        modes = {r.spec.id: self.mode_of(r.spec.id) for r in mine} if self.rf > 1 else None
         try:
             results = await self.runtime.start(
-                [(r.spec, r.metadata, r.epoch) for r in mine], timeout, arrivals
+                [(r.spec, r.metadata, r.epoch) for r in mine], timeout, arrivals, modes
             )
         finally:
             self._done(r.spec.id for r in mine)
@@ -1637,6 +1738,15 @@ class Coordinator:
         except NotFound as exc:
             raise NodeUnreachable(peer, str(exc)) from None
 
+    async def registry_change(self, limit: float) -> None:
+        """Wait for the next change of this node's registry (a child that moves shows up at
+        its new place), at least 2 ms and at most ``limit`` seconds."""
+        await asyncio.sleep(0.002)
+        self._registry_changed.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit):
+                await self._registry_changed.wait()
+
     async def until_visible(self, placed: Iterable[tuple[str, Pid]], deadline: float) -> None:
         """Wait (until ``deadline``, loop time) until this node's registry shows each
         ``(child_id, pid)``: a caller reads its own writes after a remote start. Checked again
@@ -1836,6 +1946,7 @@ class Coordinator:
                 for cid in self.desired.collect(time.time()):
                     self._dirty.add(cid)
                 self.messenger.tick()
+                self.evaluate_quorum()  # a strategy may depend on time (DynamicQuorum)
                 for cid in [c for c, (t, _) in self._inbox.items() if t + INBOX_TTL <= now]:
                     dropped = len(self._inbox.pop(cid)[1])
                     self.messenger.lost += dropped
@@ -1934,8 +2045,16 @@ class Coordinator:
             await self.messenger.on_fence(str(cid), int(hops))
             return None
         if kind == "call":
-            target, message, timeout = payload
-            ctx = self._local_ctx(target)
+            target, message, timeout, *rest = payload
+            try:
+                ctx = self._local_ctx(target)
+            except NotDelivered:  # it just moved: the node it went to answers, if known
+                where = await self.moved_to(str(target), float(timeout)) if not rest else None
+                if where is None:
+                    raise
+                return await self._request(
+                    where, "call", [target, message, timeout, 1], timeout=float(timeout)
+                )
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             ctx.deliver(Call(message, future))
             try:
@@ -1944,6 +2063,16 @@ class Coordinator:
             except TimeoutError:
                 raise Timeout(f"call to {target} got no reply within {timeout}s") from None
         raise InvalidSpec(f"unknown frame kind {kind!r}")
+
+    async def moved_to(self, child_id: str, limit: float) -> str | None:
+        """Where ``child_id`` just moved from this node (waiting, at most ``limit``, for a
+        move in flight to finish), or ``None``."""
+        relay = self.messenger.relay
+        if child_id not in relay:
+            return None
+        await relay.settled(child_id, limit)
+        where = relay.target(child_id)
+        return where if where != self.node else None
 
     def _on_cast(self, target: Any, message: Any, hops: int) -> None:
         local = pid_from_wire(target) if isinstance(target, list) else str(target)

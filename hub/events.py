@@ -22,6 +22,7 @@ __all__ = [
     "HandoverSkipped",
     "Hook",
     "MigrationFailed",
+    "ModeChanged",
     "PidInserted",
     "PidRemoved",
     "PidUpdate",
@@ -90,6 +91,11 @@ class Hook(StrEnum):
     #: taken, restarts on the source with it); otherwise the child's owner restarts it from
     #: its spec. Data: :class:`MigrationFailed`.
     MIGRATION_FAILED = "migration_failed"
+    #: The mode of a local copy changed under replication: a replica became the primary
+    #: (``"active"``) when the primary's node left or died, or a copy stopped being it.
+    #: Dispatched on the copy's node, after ``ctx.mode`` changed; the process's
+    #: ``on_mode_change(mode)`` runs in its own task. Data: :class:`ModeChanged`.
+    CHILD_MODE_CHANGED = "child_mode_changed"
     #: A hot move's state reached the new copy: its ``receive_handover(state)`` returned.
     #: Dispatched on the target node. Data: :class:`HandoverDelivered`.
     HANDOVER_DELIVERED = "handover_delivered"
@@ -185,6 +191,15 @@ class ChildConflict(NamedTuple):
     child_id: str
     winner: str
     loser: str
+
+
+class ModeChanged(NamedTuple):
+    """Data of :attr:`Hook.CHILD_MODE_CHANGED`."""
+
+    child_id: str
+    node: str
+    old: str
+    new: str
 
 
 class HandoverDelivered(NamedTuple):

@@ -8,6 +8,7 @@ when the hub has a node endpoint. Reads are local and need no network.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -29,6 +30,7 @@ from .errors import (
     NodeUnreachable,
     NotDelivered,
     NotFound,
+    QuorumLost,
     StartFailed,
     Timeout,
 )
@@ -284,8 +286,10 @@ class Hub:
         Returns the child's pid on ``node``. Raises :class:`NotFound` for a child that is not
         running, :class:`InvalidSpec` for a node that is not a live, non-draining member (or
         a hub without a cluster, or under replication) and :class:`Timeout` when the move did
-        not finish within ``timeout`` (default: ``start_timeout`` plus ``call_timeout``)."""
+        not finish within ``timeout`` (default: ``start_timeout`` plus ``call_timeout``), and
+        :class:`QuorumLost` while the hub is locked."""
         self._check_running()
+        self._check_unlocked()
         if not isinstance(child_id, str) or not isinstance(node, str):
             raise InvalidSpec("migrate(child_id, node) takes two strings")
         limit = _check_timeout(timeout, self._start_timeout + self._call_timeout)
@@ -406,11 +410,16 @@ class Hub:
                 raise Timeout(f"{spec.id} was not visible here within {limit}s")
 
     def is_locked(self) -> bool:
-        """Whether the partition strategy refuses changes (never, on a single node)."""
-        return False
+        """Whether the partition strategy locked the hub on this node: quorum is lost, the
+        local children are stopped, and starts, stops and moves raise :class:`QuorumLost`
+        until it is regained (never, for a hub without a cluster)."""
+        return self.coordinator is not None and self.coordinator.locked
 
     def is_partitioned(self) -> bool:
-        return False
+        """Whether members of this hub failed (became unreachable without leaving) and have
+        not come back: this node may be cut off from part of the cluster. A failed member is
+        forgotten an hour after it failed; one that left gracefully never counts."""
+        return self.coordinator is not None and self.coordinator.partitioned
 
     def nodes(self, include_local: bool = False) -> list[str]:
         """Sorted names of the live nodes that host this hub (this one only if
@@ -422,6 +431,13 @@ class Hub:
     def _check_running(self) -> None:
         if self._state != "running":
             raise HubClosed(f"hub {self.hub_id!r} is {self._state}")
+
+    def _check_unlocked(self) -> None:
+        if self.is_locked():
+            raise QuorumLost(
+                f"hub {self.hub_id!r} is locked on {self.node}: its partition strategy lost "
+                "quorum (see hub.is_locked()); no start, stop or move until it is regained"
+            )
 
     # -- starting and stopping children --------------------------------------------------------
 
@@ -437,8 +453,10 @@ class Hub:
         """Start children. With ``wait`` (the default), return once each has finished ``init``
         (or failed, or ``timeout`` ran out); otherwise return ``status="accepted"`` at once.
         ``on_failure="rollback"`` stops the started ones again if any failed. ``metadata`` is
-        attached to every child of the request (see :meth:`tag_query`)."""
+        attached to every child of the request (see :meth:`tag_query`). Raises
+        :class:`QuorumLost` while the hub is locked."""
         self._check_running()
+        self._check_unlocked()
         specs = _check_specs(specs)
         if on_failure not in ("continue", "rollback"):
             raise InvalidSpec(f"on_failure must be 'continue' or 'rollback', got {on_failure!r}")
@@ -548,9 +566,11 @@ class Hub:
         """Stop children by id, for good: each gets ``terminate(reason)`` within its
         ``shutdown_timeout`` and is cancelled after that; in a cluster the stop is recorded on
         every node, so no node restarts the child, whatever fails later. Unknown ids are
-        reported as :class:`NotFound` errors in the result."""
+        reported as :class:`NotFound` errors in the result. Raises :class:`QuorumLost` while
+        the hub is locked."""
         if self._state not in ("running", "draining"):
             raise HubClosed(f"hub {self.hub_id!r} is {self._state}")
+        self._check_unlocked()
         if isinstance(child_ids, str):
             raise InvalidSpec("stop_children takes a list of ids (use stop_child for one)")
         ids = list(dict.fromkeys(child_ids))
@@ -639,17 +659,38 @@ class Hub:
 
     # -- messaging -----------------------------------------------------------------------------
 
-    async def cast(self, target: str | Pid, message: Any) -> None:
+    async def cast(
+        self, target: str | Pid, message: Any, *, to: Literal["primary", "all"] = "primary"
+    ) -> None:
         """Send ``message`` without waiting for an answer. ``target`` is a child id or a pid
         (that exact instance). Raises :class:`NotFound` or :class:`MailboxFull`. In a cluster
         the message goes to the node that runs the child (the primary under replication); a
-        child that is moving or failing over is waited for (up to ``call_timeout``)."""
+        child that is moving or failing over is waited for (up to ``call_timeout``).
+
+        ``to="all"`` sends it to every copy this node's registry lists (each replica, by its
+        pid: a copy that is gone meanwhile does not get it, and nothing waits for a copy that
+        is starting or moving); :class:`NotFound` when the registry lists none."""
+        if to == "all":
+            await self._cast_all(target, message)
+            return
+        if to != "primary":
+            raise InvalidSpec(f"to must be 'primary' or 'all', got {to!r}")
         try:  # a cast waits for nothing: no deadline unless the child is in transit
             await self._deliver_once(target, message, None, 0.0)
         except (NotFound, NodeUnreachable) as exc:
             if not self._worth_waiting(target, exc):
                 raise
             await self._deliver(target, message, None, self._call_timeout)
+
+    async def _cast_all(self, target: str | Pid, message: Any) -> None:
+        if not isinstance(target, str):
+            raise InvalidSpec("to='all' takes a child id (a pid names one copy)")
+        copies = [pid for _, pid in self.lookup(target)]
+        if not copies:
+            raise NotFound(target)
+        for pid in copies:
+            with contextlib.suppress(NotFound, NodeUnreachable):  # that copy is gone
+                await self._deliver_once(pid, message, None, 0.0)
 
     async def call(self, target: str | Pid, message: Any, *, timeout: float | None = None) -> Any:
         """Send ``message`` and return the reply. Raises :class:`NotFound`, :class:`Timeout`
@@ -679,7 +720,8 @@ class Hub:
                     if unreachable is not None:
                         raise unreachable from None
                     raise Timeout(f"{target} was not reachable within {limit}s") from None
-                await asyncio.sleep(RETRY_PAUSE)
+                assert self.coordinator is not None  # _worth_waiting: only in a cluster
+                await self.coordinator.registry_change(RETRY_PAUSE)
             except TimeoutError:  # the deadline passed during an attempt
                 if unreachable is not None:
                     raise unreachable from None
@@ -706,6 +748,10 @@ class Hub:
                 if self.runtime.get(target) is None:
                     if call is None and coordinator.messenger.relayed(target, message):
                         return None  # it just left: held, or forwarded to where it went
+                    remaining = deadline - asyncio.get_running_loop().time()
+                    moved = await coordinator.moved_to(target, remaining) if call else None
+                    node = moved or coordinator.route(target)
+                elif coordinator.rf > 1:  # a replica here: messages by id go to the primary
                     node = coordinator.route(target)
                 if coordinator.messenger.switched(target, node):
                     await coordinator.messenger.fence(target)  # earlier messages go first
@@ -749,20 +795,10 @@ def _refuse_unsupported(strategies: Strategies) -> None:
             "hands one copy's state to one new copy; under replication use ColdSwap() (each "
             "replica starts from its spec)"
         )
-    if redundancy.replication_factor > 1 and redundancy.mode("b", ["a", "b"]) != "active":
-        raise InvalidSpec(
-            f"redundancy={redundancy!r}: passive replicas are not supported yet; use "
-            'replication_model="active"'
-        )
     if strategies.synchronization.kind != "pubsub":
         raise InvalidSpec(
-            f"synchronization={strategies.synchronization!r}: gossip relaying is not "
-            "supported yet; use PubSub()"
-        )
-    if strategies.partition.describe().get("strategy") != "divergence":
-        raise InvalidSpec(
-            f"partition={strategies.partition!r}: quorum locking is not supported yet; "
-            "use Divergence() (every side of a partition keeps serving)"
+            f"synchronization={strategies.synchronization!r}: the hub implements PubSub "
+            "registry sync only (kind 'pubsub')"
         )
 
 

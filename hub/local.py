@@ -116,6 +116,7 @@ class LocalRuntime:
         items: Iterable[StartItem],
         timeout: float,
         arrivals: Mapping[str, Arrival] | None = None,
+        modes: Mapping[str, str] | None = None,
     ) -> dict[str, Pid | HubError]:
         """Start children here (every path: requests, failover, migration) and report the
         started ones with ``PROCESS_STARTUPS``. A child with an arrival moves in (see
@@ -126,7 +127,7 @@ class LocalRuntime:
             if spec.id not in self.supervisor.children:
                 self._epochs[spec.id] = epoch
             batch.append((spec, metadata, arrivals.get(spec.id)))
-        results = await self.supervisor.start_batch(batch, timeout)
+        results = await self.supervisor.start_batch(batch, timeout, modes)
         for cid, outcome in results.items():
             if not isinstance(outcome, Pid) and cid not in self.supervisor.children:
                 self._epochs.pop(cid, None)
@@ -170,6 +171,10 @@ class LocalRuntime:
                 stopped.append((cid, [self.node]))
         await self.events.flush()
         return StopResult("error" if errors else "ok", stopped, errors)
+
+    def set_mode(self, child_id: str, mode: str) -> str | None:
+        """See :meth:`Supervisor.set_mode`."""
+        return self.supervisor.set_mode(child_id, mode)
 
     async def move_out(
         self, ids: Iterable[str], target: str, *, handover: bool

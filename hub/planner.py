@@ -26,8 +26,10 @@ live nodes that run it:
 
 A draining node is live (it answers messages and its copies count) but owns nothing, so its
 children move away and nothing is placed on it. While the hub is locked (quorum lost) the
-planner starts and moves nothing. Until the membership has settled (``View.settle_at``) it
-neither moves nor stops surplus copies nor adds replicas: only failover starts are urgent.
+planner stops every local copy and starts and moves nothing (the records stay: the children
+restart once quorum is regained, where they belong then). Until the membership has settled
+(``View.settle_at``) it neither moves nor stops surplus copies nor adds replicas: only
+failover starts are urgent.
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ class Stop(NamedTuple):
     """Stop the local copy."""
 
     child_id: str
-    reason: Literal["stopped", "stale", "conflict"]
+    reason: Literal["stopped", "stale", "conflict", "locked"]
 
 
 class Move(NamedTuple):
@@ -219,6 +221,10 @@ class Planner:
             mine = local.get(cid)
             if mine is not None and mine.state == "stopping":
                 continue
+            if view.locked:  # quorum lost: this side runs nothing until it is regained
+                if mine is not None:
+                    plan.actions.append(Stop(cid, "locked"))
+                continue
             if record is None:
                 continue  # never known here: nothing to decide (the shell records local starts)
             if record.status != LIVE:
@@ -237,13 +243,13 @@ class Planner:
             if not owners:
                 continue  # nowhere to place it (every live node drains): leave it where it is
             if mine is not None:
-                if me not in owners and not view.locked:
+                if me not in owners:
                     if now < view.settle_at:
                         plan._defer(cid, view.settle_at)
                     else:
                         self._relocate(plan, cid, me, owners, copies, view, arrived.get(cid), now)
                 continue
-            if me not in owners or view.locked:
+            if me not in owners:
                 if not copies:
                     plan.orphans.append(cid)
                 continue

@@ -130,6 +130,15 @@ class Handed:
         self.error = error
 
 
+class _Mode:
+    """Mailbox control message: the copy's mode changed (``on_mode_change``)."""
+
+    __slots__ = ("mode",)
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+
 class _Stop:
     """Mailbox control message: finish (``terminate``) and exit; optionally hand over state."""
 
@@ -261,7 +270,7 @@ class ProcessContext:
             kind = type(message)
             if kind is Call:
                 message.fail(NotDelivered(self.child_id, f"moved away ({reason!r})"))
-            elif kind is not _Stop:
+            elif kind is not _Stop and kind is not _Mode:
                 casts.append(message)
         return casts
 
@@ -270,7 +279,13 @@ class ProcessContext:
             self._box = deque()
         self._box.appendleft(message)
 
-    def _request_stop(self, stop: _Stop) -> None:
+    def _request_mode(self, mode: str) -> None:
+        """Switch to ``mode`` now; the process's ``on_mode_change`` runs before its next
+        message (a control message: it jumps the queue and ignores the limit)."""
+        self.mode = mode
+        self._request_stop(_Mode(mode))
+
+    def _request_stop(self, stop: _Stop | _Mode) -> None:
         """Control messages jump the queue and ignore the limit."""
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -314,6 +329,12 @@ class Process:
     async def terminate(self, reason: Any) -> None:
         """Called when the process stops (``reason`` is the stop reason) or crashes (``reason``
         is the exception). Bounded by the spec's ``shutdown_timeout``."""
+
+    async def on_mode_change(self, mode: str) -> None:
+        """This copy's mode changed under replication (``ctx.mode`` already says ``mode``):
+        ``"active"`` when a replica becomes the primary (its primary's node left or died),
+        ``"passive"`` when a primary stops being it. Runs in the process's task, before the
+        next message."""
 
     def handover_state(self) -> Any:
         """State to hand to the next instance when the child moves under ``HotSwap`` (msgpack
@@ -370,6 +391,8 @@ async def serve(
                     message.fail(failed)
                     raise
                 message.reply(reply)
+            elif kind is _Mode:
+                await proc.on_mode_change(message.mode)
             elif kind is _Stop:
                 if not message.handover:
                     await proc.terminate(message.reason)

@@ -107,6 +107,7 @@ class Relay:
         stub = self._stubs.get(child_id)
         if stub is not None:
             stub.moving = False
+            self._settle(stub)
 
     def release(self, child_id: str) -> list[Any]:
         """Remove the stub; returns its held messages (the child runs here again)."""
@@ -132,9 +133,10 @@ class Relay:
         return lost
 
     async def settled(self, child_id: str, timeout: float) -> None:
-        """Wait (at most ``timeout``) until the stub of ``child_id`` is no longer held."""
+        """Wait (at most ``timeout``) until the move of ``child_id`` in flight from this node,
+        if any, has an outcome."""
         stub = self._stubs.get(child_id)
-        if stub is None or stub.target is not None:
+        if stub is None or stub.target is not None or not stub.moving:
             return
         if stub.settled is None:
             stub.settled = asyncio.get_running_loop().create_future()

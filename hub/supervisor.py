@@ -131,6 +131,7 @@ class Child:
         "ctx",
         "is_class",
         "metadata",
+        "mode",
         "registered",
         "spec",
         "starts",
@@ -151,6 +152,7 @@ class Child:
         self._batch: _StartBatch | None = None
         self._stop_waiter: asyncio.Future[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self.mode = "active"  # "active" | "passive" (under replication)
         self._keep = False  # moving away: keep the mailbox's casts for the next instance
         self._leftover: list[Any] = []
 
@@ -202,6 +204,7 @@ class Supervisor:
         self,
         items: Iterable[tuple[ChildSpec, Mapping[str, Any], Arrival | None]],
         timeout: float,
+        modes: Mapping[str, str] | None = None,
     ) -> dict[str, Pid | HubError]:
         """Start ``(spec, metadata, arrival)`` items; wait up to ``timeout`` for every
         ``init``. A child whose ``init`` has not finished by then is stopped and reported as
@@ -217,6 +220,8 @@ class Supervisor:
                 results[spec.id] = AlreadyStarted(spec.id, self.node)
             else:
                 child = Child(spec, metadata)
+                if modes:
+                    child.mode = modes.get(spec.id, "active")
                 try:
                     self._spawn(child, batch, arrival)
                 except StartFailed as exc:
@@ -263,6 +268,7 @@ class Supervisor:
         )
         if child.ctx is not None:
             ctx._inherit(child.ctx)
+        ctx.mode = child.mode
         child.ctx = ctx
         child.is_class = is_class
         self.children[spec.id] = child
@@ -439,6 +445,23 @@ class Supervisor:
             self._listener.child_removed(child, kind, reason)
 
     # -- stopping ------------------------------------------------------------------------------
+
+    def set_mode(self, child_id: str, mode: str) -> str | None:
+        """Switch a child's copy to ``mode``; returns the previous mode (``None``: no such
+        child). A class process's ``on_mode_change(mode)`` runs before its next message."""
+        child = self.children.get(child_id)
+        if child is None:
+            return None
+        old = child.mode
+        if old != mode:
+            child.mode = mode
+            ctx = child.ctx
+            if ctx is not None:
+                if child.is_class and child.state == "running":
+                    ctx._request_mode(mode)
+                else:  # a function process reads ctx.mode; a starting one starts in it
+                    ctx.mode = mode
+        return old
 
     async def move_out(self, child_id: str, *, handover: bool) -> Leftover:
         """Stop a child that moves to another node (reason ``"migrate"``): the casts still in

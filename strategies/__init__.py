@@ -21,7 +21,7 @@ from .distribution import ConsistentHashing, Guided
 from .migration import ColdSwap, HotSwap
 from .partition import Divergence, DynamicQuorum, MajorityQuorum, StaticQuorum
 from .redundancy import Replication, Singularity
-from .synchronization import Gossip, PubSub
+from .synchronization import PubSub
 
 __all__ = [
     "ColdSwap",
@@ -29,7 +29,6 @@ __all__ = [
     "DistributionStrategy",
     "Divergence",
     "DynamicQuorum",
-    "Gossip",
     "Guided",
     "HotSwap",
     "MajorityQuorum",

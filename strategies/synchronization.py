@@ -1,7 +1,10 @@
 """Synchronization strategies: how registry changes travel between nodes.
 
-These are configuration objects; the hub implements the transport. Both keep the registry's
-rules (single-writer partitions, deltas applied in version order, a gap answered by a snapshot).
+A configuration object; the hub implements the transport, keeping the registry's rules
+(single-writer partitions, deltas applied in version order, a gap answered by a snapshot).
+
+There is no gossip relaying: every node sends its own deltas to every peer over the persistent
+peer links, so a delta takes one hop, and anti-entropy repairs what a lost frame left behind.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from dataclasses import dataclass
 
 from .base import check_float, check_int
 
-__all__ = ["Gossip", "PubSub"]
+__all__ = ["PubSub"]
 
 
 def _check(owner: str, batch_window: object, max_batch: object, interval: object) -> float:
@@ -39,25 +42,3 @@ class PubSub:
     @property
     def kind(self) -> str:
         return "pubsub"
-
-
-@dataclass(frozen=True, slots=True)
-class Gossip:
-    """Each node sends deltas (its own and those it relays) to ``fanout`` random peers, which
-    pass on what is new to them: less traffic per node on large clusters, more latency.
-    Batching and anti-entropy as in :class:`PubSub`."""
-
-    batch_window: float = 0.005
-    max_batch: int = 5000
-    anti_entropy_interval: float = 5.0
-    fanout: int = 3
-
-    def __post_init__(self) -> None:
-        _check("Gossip", self.batch_window, self.max_batch, self.anti_entropy_interval)
-        check_int("Gossip", "fanout", self.fanout, 1)
-        object.__setattr__(self, "batch_window", float(self.batch_window))
-        object.__setattr__(self, "anti_entropy_interval", float(self.anti_entropy_interval))
-
-    @property
-    def kind(self) -> str:
-        return "gossip"

@@ -227,3 +227,19 @@ class SlowCounter(Counter):
             sys.stdout.write(json.dumps({"ev": ev, "id": self.ctx.child_id, "t": time.monotonic()}))
             sys.stdout.write("\n")
             sys.stdout.flush()
+
+
+#: ``(child_id, node, mode)`` of every ``on_mode_change`` of a :class:`Replica` (in-process)
+MODES: list[tuple[str, str, str]] = []
+
+
+class Replica(Counter):
+    """A Counter that reports its mode (``ctx.mode``) and records ``on_mode_change``."""
+
+    async def handle_call(self, message: Any) -> Any:
+        if message == "mode":
+            return {"mode": self.ctx.mode, "node": self.ctx.node}
+        return await super().handle_call(message)
+
+    async def on_mode_change(self, mode: str) -> None:
+        MODES.append((self.ctx.child_id, self.ctx.node, mode))

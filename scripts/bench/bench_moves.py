@@ -205,7 +205,7 @@ async def throughput(kind: str, migration: Any, n: int) -> dict[str, Any]:
 
 
 async def main(quick: bool) -> dict[str, Any]:
-    logging.basicConfig(level=logging.ERROR)
+    logging.basicConfig(level=logging.WARNING)
     n = 2_000 if quick else 10_000
     report: dict[str, Any] = {"python": platform.python_version(), "quick": quick}
     strategies = {"HotSwap": HotSwap, "ColdSwap": ColdSwap}

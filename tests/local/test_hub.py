@@ -314,27 +314,15 @@ async def test_constructor_validates_its_arguments() -> None:
         Hub("h", mailbox_limit=0)
 
 
-@pytest.mark.parametrize(
-    ("option", "value", "words"),
-    [
-        ("redundancy", "passive", "passive replicas"),
-        ("partition", "StaticQuorum", "quorum locking"),
-        ("synchronization", "Gossip", "gossip relaying"),
-    ],
-)
-def test_strategy_settings_the_hub_cannot_honour_are_refused(
-    option: str, value: str, words: str
-) -> None:
-    import strategies
+def test_a_synchronization_the_hub_does_not_implement_is_refused() -> None:
+    class Relaying:
+        kind = "relay"
+        batch_window = 0.005
+        max_batch = 10
+        anti_entropy_interval = 1.0
 
-    made = {
-        "passive": lambda: strategies.Replication(factor=2, replication_model="passive"),
-        "StaticQuorum": lambda: strategies.StaticQuorum(size=2),
-        "Gossip": lambda: strategies.Gossip(),
-    }[value]()
-    with pytest.raises(InvalidSpec, match=words):
-        Hub("h", host=None, **{option: made})
-    Hub("h", host=None, redundancy=strategies.Replication(factor=2))  # active replicas: fine
+    with pytest.raises(InvalidSpec, match="PubSub registry sync only"):
+        Hub("h", host=None, synchronization=Relaying())
 
 
 def test_hot_moves_under_replication_are_refused() -> None:

@@ -216,7 +216,7 @@ def test_replicas_fill_missing_owners_once_no_stray_copy_is_left() -> None:
     assert plan.actions == [Start("c", record("c"), "replica", "passive")]
 
 
-def test_locked_plans_no_start_and_no_move() -> None:
+def test_locked_starts_and_moves_nothing_and_stops_every_local_copy() -> None:
     locked = View("a", frozenset({"a", "b"}), locked=True)
     orphan = Planner().plan(
         locked, owners({"c": ["a"]}), table(record("c")), Running({}), {}, ["c"]
@@ -225,8 +225,13 @@ def test_locked_plans_no_start_and_no_move() -> None:
         locked, owners({"c": ["b"]}), table(record("c")), Running({}),
         {"c": LocalChild(1, "running")}, ["c"],
     )  # fmt: skip
+    owned = Planner().plan(
+        locked, owners({"c": ["a"]}), table(record("c")), Running({}),
+        {"c": LocalChild(1, "running")}, ["c"],
+    )  # fmt: skip
     assert orphan.actions == []
-    assert stray.actions == []
+    assert stray.actions == [Stop("c", "locked")]  # not moved: stopped
+    assert owned.actions == [Stop("c", "locked")]  # even on its owner
 
 
 def test_planning_is_deterministic_and_idempotent() -> None:

@@ -48,7 +48,8 @@ def test_a_forwarding_stub_expires_silently_and_a_new_hold_replaces_it() -> None
     r.hold("c", [], now=0.0, moving=True)
     r.forward("c", "b", now=0.0)
     r.hold("c", ["x"], now=5.0, moving=True)  # it moves on from here again
-    assert r.target("c") is None and r.offer("c", "y") == ""
+    assert r.target("c") is None
+    assert r.offer("c", "y") == ""
     assert r.release("c") == ["x", "y"]
     r.hold("d", [], now=0.0, moving=True)
     r.forward("d", "b", now=0.0)

@@ -24,7 +24,6 @@ from strategies import (
     DistributionStrategy,
     Divergence,
     DynamicQuorum,
-    Gossip,
     Guided,
     HotSwap,
     MajorityQuorum,
@@ -485,8 +484,7 @@ def test_synchronization_settings() -> None:
     pubsub = PubSub()
     assert (pubsub.kind, pubsub.batch_window, pubsub.max_batch) == ("pubsub", 0.005, 5000)
     assert pubsub.anti_entropy_interval == 5.0
-    gossip = Gossip(fanout=5, batch_window=0)
-    assert (gossip.kind, gossip.fanout, gossip.batch_window) == ("gossip", 5, 0.0)
+    assert not hasattr(strategies, "Gossip")  # no relaying: every delta takes one hop
 
 
 def test_config_objects_are_frozen() -> None:
@@ -613,8 +611,7 @@ def test_every_strategy_implements_its_protocol() -> None:
         assert isinstance(red, RedundancyStrategy)
     for mig in (ColdSwap(), HotSwap()):
         assert isinstance(mig, MigrationStrategy)
-    for sync in (PubSub(), Gossip()):
-        assert isinstance(sync, SynchronizationStrategy)
+    assert isinstance(PubSub(), SynchronizationStrategy)
     for part in (Divergence(), StaticQuorum(2), MajorityQuorum(), DynamicQuorum()):
         assert isinstance(part, PartitionStrategy)
 
@@ -637,7 +634,6 @@ def test_defaults_are_the_five_default_strategies_fresh_each_time() -> None:
         "ColdSwap",
         "HotSwap",
         "PubSub",
-        "Gossip",
         "Divergence",
         "StaticQuorum",
         "MajorityQuorum",
@@ -669,8 +665,9 @@ BAD_ARGUMENTS: list[tuple[str, Callable[[], object]]] = [
     ("batch_window", lambda: PubSub(batch_window=-1)),
     ("max_batch", lambda: PubSub(max_batch=0)),
     ("anti_entropy_interval", lambda: PubSub(anti_entropy_interval=0)),
-    ("anti_entropy_interval", lambda: Gossip(anti_entropy_interval=float("nan"))),
-    ("fanout", lambda: Gossip(fanout=0)),
+    ("anti_entropy_interval", lambda: PubSub(anti_entropy_interval=float("nan"))),
+    ("max_state_bytes", lambda: HotSwap(max_state_bytes=0)),
+    ("max_state_bytes", lambda: HotSwap(max_state_bytes=9 * 1024 * 1024)),
     ("size", lambda: StaticQuorum(0)),
     ("size", lambda: StaticQuorum(2.0)),  # type: ignore[arg-type]
     ("threshold", lambda: DynamicQuorum(threshold=1.0)),
