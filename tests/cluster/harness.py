@@ -26,6 +26,9 @@ COOKIE = "test-cookie-0123456789abcdef"
 
 #: The reply event of each command (commands not listed answer ``ok``).
 REPLIES = {
+    "modes": "modes",
+    "locked": "locked",
+    "try_start": "tried",
     "members": "members",
     "stats": "stats",
     "start": "started",
@@ -75,6 +78,8 @@ class NodeProc:
         reconcile: float | None = None,
         guided: bool = False,
         migration: str | None = None,
+        redundancy: str | None = None,
+        partition: str | None = None,
         trace_memory: bool = False,
         log: str | None = None,
     ) -> None:
@@ -86,6 +91,8 @@ class NodeProc:
             "reconcile": reconcile,
             "guided": guided,
             "migration": migration,
+            "redundancy": redundancy,
+            "partition": partition,
             "trace_memory": trace_memory,
             "log": log,
         }
@@ -112,6 +119,10 @@ class NodeProc:
             cmd += ["--guided"]
         if migration:
             cmd += ["--migration", migration]
+        if redundancy:
+            cmd += ["--redundancy", redundancy]
+        if partition:
+            cmd += ["--partition", partition]
         if trace_memory:
             cmd += ["--tracemalloc"]
         if log:

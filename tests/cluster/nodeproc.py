@@ -6,6 +6,7 @@ Events: ``listening``, ``member`` (membership changes), ``conflict`` (name confl
 (join/leave hooks), ``migrated`` (``CHILDREN_MIGRATED``: ``n`` and ``ids``), ``forwarded``
 (``FORWARDED_MIGRATION``), ``buried_hook`` (``CHILD_BURIED``), ``child_conflict``
 (``CHILD_CONFLICT``), ``migration_failed``, ``handover_delivered``, ``handover_skipped``,
+``quorum_lost``, ``quorum_regained``, ``mode_changed`` (``CHILD_MODE_CHANGED``),
 ``synchronized`` (``CLUSTER_SYNCHRONIZED``, with the number of children
 this node's registry holds at that moment), ``reached`` (a ``watch`` condition held).
 
@@ -13,7 +14,7 @@ Commands (a command may carry ``rid``; its reply echoes it): ``members``, ``part
 ``heal``, ``drop``, ``delay``, ``stats``, ``leave`` (graceful stop of hub and node, then exit),
 and with a hub: ``start``, ``stop``, ``stop_all``, ``registry``, ``local``, ``lookup``,
 ``nodes``, ``startups``, ``buried``, ``call``, ``cast``, ``drain``, ``hub_stop``, ``memory``,
-``watch``.
+``watch``, ``locked``, ``try_start``, ``modes``.
 Hub commands run concurrently (each in its own task); a command that raises answers
 ``{"ev": "error"}``. Every read goes through the hub's public API.
 """
@@ -37,7 +38,15 @@ import hub as hub_api
 from hub import WILDCARD, ChildSpec, Hook, HookHandler, Hub, HubError
 from hub.cluster.membership import MemberEvent, NameConflict
 from hub.cluster.node import NodeEvent
-from strategies import ColdSwap, Guided, HotSwap
+from strategies import (
+    ColdSwap,
+    DynamicQuorum,
+    Guided,
+    HotSwap,
+    MajorityQuorum,
+    Replication,
+    StaticQuorum,
+)
 
 try:  # the test facility's public names (DESIGN.md section 3)
     from hub.cluster import Faults, Node
@@ -195,6 +204,20 @@ async def hub_command(hub: Hub | None, cmd: dict[str, Any]) -> None:
                 else:
                     results[cid] = {"ok": True, "value": outcome}
             reply(cmd, "called", results=results, began=began)
+        case "modes":  # each local copy's ctx.mode (asked by pid: a replica, not the primary)
+            local = hub.process_list("local")
+            answers = await asyncio.gather(*(hub.call(pid, "mode") for _, pid in local))
+            modes = {cid: a["mode"] for (cid, _), a in zip(local, answers, strict=True)}
+            reply(cmd, "modes", modes=modes)
+        case "locked":
+            reply(cmd, "locked", locked=hub.is_locked(), partitioned=hub.is_partitioned())
+        case "try_start":  # a start that may be refused: the error, by name
+            try:
+                res = await hub.start_children(make_specs(cmd), timeout=cmd.get("timeout", 10))
+            except HubError as exc:
+                reply(cmd, "tried", error=describe_error(exc))
+            else:
+                reply(cmd, "tried", error=None, ok=len(res.started))
         case "cast":
             for cid in cmd["ids"]:
                 await hub.cast(cid, cmd["message"])
@@ -365,6 +388,20 @@ def hub_hooks(holder: list[Hub]) -> dict[Hook | str, list[HookHandler]]:
             lambda d: emit(ev="migration_failed", id=d.child_id, to=d.to_node, reason=d.reason),
         )
     ]
+    for event in (Hook.QUORUM_LOST, Hook.QUORUM_REGAINED):
+        hooks[event] = [
+            HookHandler(
+                f"report_{event}",
+                lambda ev, d: emit(ev=ev, locked=d.locked, info=d.info),
+                [str(event), WILDCARD],
+            )
+        ]
+    hooks[Hook.CHILD_MODE_CHANGED] = [
+        HookHandler(
+            "mode_changed",
+            lambda d: emit(ev="mode_changed", id=d.child_id, old=d.old, new=d.new),
+        )
+    ]
     hooks[Hook.HANDOVER_DELIVERED] = [
         HookHandler(
             "handover_delivered",
@@ -392,6 +429,10 @@ async def main() -> None:
     parser.add_argument("--guided", action="store_true", help="distribution=Guided()")
     parser.add_argument(
         "--migration", default=None, help="cold | hot | hot:<retention> (migration strategy)"
+    )
+    parser.add_argument("--redundancy", default=None, help="<factor>[:passive] (Replication)")
+    parser.add_argument(
+        "--partition", default=None, help="static:<size> | majority | dynamic:<threshold>:<window>"
     )
     parser.add_argument("--tracemalloc", action="store_true", help="trace allocations from start")
     parser.add_argument("--log", default="WARNING")
@@ -425,6 +466,18 @@ async def main() -> None:
             options["migration"] = (
                 HotSwap(retention=float(retention or 5.0)) if kind == "hot" else ColdSwap()
             )
+        if args.redundancy:
+            factor, _, model = args.redundancy.partition(":")
+            options["redundancy"] = Replication(
+                factor=int(factor), replication_model="passive" if model else "active"
+            )
+        if args.partition:
+            kind, *params = args.partition.split(":")
+            options["partition"] = {
+                "static": lambda: StaticQuorum(int(params[0])),
+                "majority": MajorityQuorum,
+                "dynamic": lambda: DynamicQuorum(float(params[0]), float(params[1])),
+            }[kind]()
         hub = Hub(args.hub, endpoint=node, hooks=hub_hooks(holder), **options)
         holder.append(hub)
         await hub.start()
