@@ -383,3 +383,20 @@ def test_an_unspecified_host_with_a_cookie_needs_advertise() -> None:
         Node("a", host="0.0.0.0", cookie=COOKIE)
     node = Node("a", host="0.0.0.0", cookie=COOKIE, advertise="10.1.2.3")
     assert node.address.host == "10.1.2.3"
+
+
+async def test_a_locked_hub_is_not_ready(session: aiohttp.ClientSession) -> None:
+    """Alone under ``StaticQuorum(2)``: locked (after a probe period), so not ready; the
+    lock is reported, and a start is refused."""
+    from hub import QuorumLost
+    from strategies import StaticQuorum
+
+    async with Hub("orders", cookie=COOKIE, preset="local", partition=StaticQuorum(2)) as hub:
+        assert hub.endpoint is not None
+        base = f"http://127.0.0.1:{hub.endpoint.address.port}"
+        await wait_until(hub.is_locked, timeout=10.0)
+        status, body = await get(session, base + "/health/ready")
+        assert status == 503
+        assert "hub orders is locked (partition strategy)" in body
+        with pytest.raises(QuorumLost):
+            await hub.start_children(procs.counters(1))

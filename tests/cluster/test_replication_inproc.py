@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 
 from hub import WILDCARD, ChildSpec, Hook, HookHandler, Hub, QuorumLost
-from strategies import ConsistentHashing, MajorityQuorum, Replication, StaticQuorum
+from strategies import (
+    ConsistentHashing,
+    DynamicQuorum,
+    MajorityQuorum,
+    Replication,
+    StaticQuorum,
+)
 from tests import procs
 from tests.cluster.test_core_inproc import DEADLINE, Nodes
 from tests.conftest import wait_until
@@ -243,3 +249,20 @@ async def test_majority_quorum_counts_the_nodes_that_failed(nodes: Nodes) -> Non
     await wait_until(lambda: not any(h.is_locked() for h in hubs), timeout=DEADLINE)
     assert not any(h.is_partitioned() for h in hubs)
     await nodes.exactly_once({f"c{i}" for i in range(50)})
+
+
+async def test_dynamic_quorum_locks_on_a_sudden_loss(nodes: Nodes) -> None:
+    """``DynamicQuorum(threshold=0.5)``: 3 of 4 nodes lost at once locks the survivor; they
+    come back and it unlocks, every child once."""
+    hubs = [await nodes.add(n, partition=DynamicQuorum(0.5, 30.0)) for n in "abcd"]
+    ids = {s.id for s in procs.counters(40)}
+    await hubs[0].start_children(procs.counters(40), timeout=DEADLINE)
+    await nodes.exactly_once(ids)
+    nodes.partition([["a"], ["b", "c", "d"]])  # type: ignore[attr-defined]
+    await wait_until(lambda: hubs[0].is_locked(), timeout=DEADLINE)
+    await wait_until(lambda: not hubs[0].process_list("local"), timeout=DEADLINE)
+    assert not any(h.is_locked() for h in hubs[1:])  # 1 of 4 lost: under the threshold
+    nodes.heal()  # type: ignore[attr-defined]
+    await nodes.settled()
+    await wait_until(lambda: not hubs[0].is_locked(), timeout=DEADLINE)
+    await nodes.exactly_once(ids)

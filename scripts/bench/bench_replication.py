@@ -1,0 +1,178 @@
+"""Replication and quorum benchmark (issue 9 targets), real node processes on loopback (preset
+``local``), driven through ``tests/cluster/harness.py``.
+
+1. Lock: 5 nodes under ``StaticQuorum(3)`` with N children (10,000; ``--quick`` 2,000), split
+   2|3 (fault injection, all traffic): seconds from the split until the minority detected the
+   loss (first "failed" member event on a minority node), and until both minority nodes are
+   locked and run nothing (goal: <= detection + 1 s).
+2. Heal: the split heals: seconds until every node sees every other alive (detection of the
+   heal), and until every child runs exactly once on its ring owner among the 5 with every
+   registry equal (goal: <= detection + 2 s).
+3. Replication: 5 nodes, ``Replication(factor=3)``, N children: seconds from the start request
+   until all 3N copies run on their owners; then kill -9 of one node: seconds to detection and
+   until every child has its 3 copies on its owners among the 4 survivors again.
+
+Times are this process's clock at the moment a poll (every 0.1 s) saw the state, except
+detection, which is the node's own ``time.monotonic()`` stamp on its member event (system-wide
+on Linux).
+
+Usage: python scripts/bench/bench_replication.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts" / "bench"))
+
+from common import write_report  # noqa: E402
+
+from strategies import ConsistentHashing  # noqa: E402
+from tests.cluster.harness import Cluster, NodeProc  # noqa: E402
+
+HUB = "orders"
+LONG = 600.0
+
+
+def first_failed(nodes: list[NodeProc], since: dict[str, int], names: set[str]) -> float | None:
+    stamps = [
+        float(e["t"])
+        for n in nodes
+        for e in n.events[since[n.name] :]
+        if e["ev"] == "member" and e["kind"] == "failed" and e["name"] in names
+    ]
+    return min(stamps) if stamps else None
+
+
+async def poll(check: Any, limit: float = LONG) -> float:
+    """Seconds (this process's clock) until the async ``check()`` holds."""
+    began = time.monotonic()
+    while not await check():
+        if time.monotonic() - began > limit:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.1)
+    return time.monotonic()
+
+
+async def start(node: NodeProc, n: int) -> set[str]:
+    reply = await node.command(cmd="start", n=n, prefix="c", timeout=120, reply_timeout=LONG)
+    assert reply["ok"] == n, reply
+    return {f"c{i}" for i in range(n)}
+
+
+async def copies(nodes: list[NodeProc]) -> dict[str, list[str]]:
+    where: dict[str, list[str]] = {}
+    for node in nodes:
+        for cid in await node.local():
+            where.setdefault(cid, []).append(node.name)
+    return {cid: sorted(ns) for cid, ns in where.items()}
+
+
+def placed(ids: set[str], names: list[str], rf: int) -> dict[str, list[str]]:
+    ring = ConsistentHashing(nodes=names)
+    return {cid: sorted(ring.belongs_to(cid, rf)) for cid in ids}
+
+
+async def quorum(n: int) -> dict[str, Any]:
+    cluster = Cluster()
+    try:
+        nodes = await cluster.start(5, hub=HUB, partition="static:3")
+        await cluster.hub_converged(nodes)
+        ids = await start(nodes[0], n)
+        await cluster.exactly_once(nodes, ids, timeout=LONG)
+        minority, majority = nodes[:2], nodes[2:]
+        marks = {x.name: len(x.events) for x in nodes}
+        groups = [[x.name for x in minority], [x.name for x in majority]]
+        split = time.monotonic()
+        for node in nodes:
+            await node.command(cmd="partition", groups=groups)
+
+        async def minority_locked() -> bool:
+            for node in minority:
+                if not (await node.command(cmd="locked"))["locked"] or await node.local():
+                    return False
+            return True
+
+        locked_at = await poll(minority_locked)
+        detected = first_failed(minority, marks, {x.name for x in majority})
+        await cluster.exactly_once(majority, ids, timeout=LONG)
+        marks = {x.name: len(x.events) for x in nodes}
+        heal = time.monotonic()
+        for node in nodes:
+            await node.command(cmd="heal")
+        await cluster.converged({x.name for x in nodes}, timeout=LONG)
+        seen_at = time.monotonic()
+        await cluster.exactly_once(nodes, ids, timeout=LONG)
+        healed_at = time.monotonic()
+        return {
+            "children": n,
+            "split_detected_s": round(detected - split, 3) if detected else None,
+            "minority_locked_and_empty_s": round(locked_at - split, 3),
+            "lock_after_detection_s": round(locked_at - detected, 3) if detected else None,
+            "heal_seen_s (upper bound, 0.1 s polls)": round(seen_at - heal, 3),
+            "heal_to_exactly_once_s": round(healed_at - heal, 3),
+        }
+    finally:
+        await cluster.close()
+
+
+async def replication(n: int) -> dict[str, Any]:
+    cluster = Cluster()
+    try:
+        nodes = await cluster.start(5, hub=HUB, redundancy="3")
+        await cluster.hub_converged(nodes)
+        names = [x.name for x in nodes]
+        want = placed({f"c{i}" for i in range(n)}, names, 3)
+        began = time.monotonic()
+        ids = await start(nodes[0], n)
+
+        async def all_copies(among: list[NodeProc], target: dict[str, list[str]]) -> bool:
+            return await copies(among) == target
+
+        running_at = await poll(lambda: all_copies(nodes, want))
+        victim, survivors = nodes[-1], nodes[:-1]
+        marks = {x.name: len(x.events) for x in survivors}
+        killed = time.monotonic()
+        victim.signal(signal.SIGKILL)
+        await victim.kill()
+        again = placed(ids, [x.name for x in survivors], 3)
+        restored_at = await poll(lambda: all_copies(survivors, again))
+        detected = first_failed(survivors, marks, {victim.name})
+        return {
+            "children": n,
+            "copies": 3 * n,
+            "all_copies_running_s": round(running_at - began, 3),
+            "kill9_detected_s": round(detected - killed, 3) if detected else None,
+            "factor_restored_s": round(restored_at - killed, 3),
+        }
+    finally:
+        await cluster.close()
+
+
+async def main(quick: bool) -> dict[str, Any]:
+    n = 2_000 if quick else 10_000
+    return {
+        "python": platform.python_version(),
+        "quick": quick,
+        "quorum": await quorum(n),
+        "replication": await replication(n),
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    result = asyncio.run(main(args.quick))
+    for section in ("quorum", "replication"):
+        print(section, result[section])
+    write_report(ROOT / "scripts" / "bench" / "results" / "replication.json", result)
