@@ -114,6 +114,7 @@ MOVE_WINDOW = 5.0  # seconds a node waits for a child announced to be moving to 
 LEAVE_TIMEOUT = 30.0  # at most this long to hand children off before leaving
 FLUSH_TIMEOUT = 2.0  # at most this long for peers to acknowledge the final registry state
 STABLE_DIFF = 3.0  # seconds a desired bucket must differ the same way before it is pushed
+STALE_SNAPSHOT = 5.0  # seconds a partly received snapshot may wait for its other parts
 SYNC_INTERVAL = 0.1  # anti-entropy period while a topology change is not yet synchronized
 MAX_SNAPSHOT_PARTS = 10_000
 FAILED_MEMORY = 3600.0  # seconds a failed member still counts as known (for quorum)
@@ -199,7 +200,10 @@ class Coordinator:
         self._publish_lock = asyncio.Lock()
         self._published = 0
         self._behind: set[str] = set()  # peers that need a snapshot of our partition
-        self._parts: dict[str, tuple[str, int, int, list[Entry]]] = {}
+        #: snapshots being received, by node: boot, version, parts, entries, begun at
+        self._parts: dict[str, tuple[str, int, int, list[Entry], float]] = {}
+        #: the newest delta version of a peer dropped while its snapshot was arriving
+        self._ahead: dict[str, int] = {}
         self._peer_state: dict[str, Any] = {}
         self._differing: dict[str, dict[int, tuple[int, int, float]]] = {}
         self._catching: set[str] = set()
@@ -354,6 +358,7 @@ class Coordinator:
         self._peer_state.pop(name, None)
         self._differing.pop(name, None)
         self._parts.pop(name, None)
+        self._ahead.pop(name, None)
         for cid in [c for c, i in self._incoming.items() if i.source == name]:
             self._abandon(cid, f"{name} {why}")
         logger.info("hub %s: node %s %s", self.hub_id, name, why)
@@ -782,17 +787,19 @@ class Coordinator:
             self._done(ids)
 
     async def _migrate(self, moves: Mapping[str, list[str]]) -> None:
-        """ColdSwap: stop each child here, then start it on its target with its record."""
+        """Move children to their targets: the batches for one target one after the other
+        (each answered within its own timeout, instead of all of them competing for the
+        target's event loop at once, as after a heal), the targets concurrently."""
         hooks = self.runtime.hooks
         if hooks.has_handlers(Hook.PRE_CHILDREN_REDISTRIBUTION):
             plan = [(cid, self.node, target) for target, ids in moves.items() for cid in ids]
             await hooks.dispatch(Hook.PRE_CHILDREN_REDISTRIBUTION, plan)
-        batches = [
-            (target, ids[i : i + MIGRATION_BATCH])
-            for target, ids in moves.items()
-            for i in range(0, len(ids), MIGRATION_BATCH)
-        ]
-        await asyncio.gather(*(self._migrate_batch(target, ids) for target, ids in batches))
+
+        async def to(target: str, ids: list[str]) -> None:
+            for i in range(0, len(ids), MIGRATION_BATCH):
+                await self._migrate_batch(target, ids[i : i + MIGRATION_BATCH])
+
+        await asyncio.gather(*(to(target, ids) for target, ids in moves.items()))
 
     async def _migrate_batch(self, target: str, ids: list[str]) -> None:
         runtime = self.runtime
@@ -1827,7 +1834,7 @@ class Coordinator:
             return
         entries = self._entries_from_wire(items)
         if part == 0:
-            self._parts[node] = (boot, version, parts, entries)
+            self._parts[node] = (boot, version, parts, entries, asyncio.get_running_loop().time())
         else:
             held = self._parts.get(node)
             if held is None or held[:3] != (boot, version, parts):
@@ -1839,7 +1846,9 @@ class Coordinator:
             self._apply_changes(
                 self.registry.load(Snapshot(node, boot, int(version), tuple(held[3])))
             )
-            if self.members.get(node) == boot:
+            if self._ahead.pop(node, 0) > int(version):  # a delta after it was dropped
+                self.runtime.own(self._catch_up(node), f"catch-up:{node}")
+            elif self.members.get(node) == boot:
                 self._synced(node)
 
     async def _send_ended(self, peer: str) -> None:
@@ -1897,7 +1906,11 @@ class Coordinator:
         current = part is not None and part.boot_id == boot and part.version >= version
         if current and self.members.get(name) == boot:
             self._synced(name)
-        if not current and name in self.members and name not in self._parts:
+        held = self._parts.get(name)
+        if held is not None and asyncio.get_running_loop().time() - held[4] > STALE_SNAPSHOT:
+            del self._parts[name]  # its last parts never came: ask again
+            held = None
+        if not current and name in self.members and held is None:
             await self._catch_up(name)
         mine = self.desired.digests()
         now = asyncio.get_running_loop().time()
@@ -1977,8 +1990,12 @@ class Coordinator:
             # record is learnt here without the partition that says where the child runs
             return None
         if kind == "delta":
-            if not self._apply_delta(peer.name, payload) and peer.name not in self._parts:
-                await self._catch_up(peer.name)
+            if not self._apply_delta(peer.name, payload):
+                if peer.name in self._parts:  # a snapshot is arriving: is it new enough?
+                    ahead = self._ahead.get(peer.name, 0)
+                    self._ahead[peer.name] = max(ahead, int(payload[3]))
+                else:
+                    await self._catch_up(peer.name)
             return None
         if kind == "records":
             self._learn(record_from_wire(r) for r in payload)

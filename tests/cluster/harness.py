@@ -26,6 +26,7 @@ COOKIE = "test-cookie-0123456789abcdef"
 
 #: The reply event of each command (commands not listed answer ``ok``).
 REPLIES = {
+    "versions": "versions",
     "modes": "modes",
     "locked": "locked",
     "try_start": "tried",
@@ -421,11 +422,13 @@ class Cluster:
         placement: Iterable[str] | None = None,
         timeout: float = 30.0,
         lost: set[str] | None = None,
+        poll: float = 0.1,
     ) -> Observation:
         """Wait until every child of ``ids`` runs exactly once among ``nodes``, on its ring owner
         among ``placement`` (default: ``nodes``), nothing else runs, and every node's registry is
         identical and says exactly that. On the deadline, fail with what is wrong (``lost``:
-        the ids whose node died, counted separately in the message)."""
+        the ids whose node died, counted separately in the message). ``poll``: seconds between
+        two looks (each reads every node's registry: with many children, look less often)."""
         ring_nodes = sorted(placement if placement is not None else (n.name for n in nodes))
         want = owners(ring_nodes, ids)
         loop = asyncio.get_running_loop()
@@ -440,7 +443,7 @@ class Cluster:
                     f"not exactly once on the owners among {ring_nodes} within {timeout}s: "
                     + seen.describe(want, lost)
                 )
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(poll)
 
     async def close(self) -> None:
         await asyncio.gather(*(n.close() for n in self.nodes))

@@ -209,6 +209,9 @@ async def hub_command(hub: Hub | None, cmd: dict[str, Any]) -> None:
             answers = await asyncio.gather(*(hub.call(pid, "mode") for _, pid in local))
             modes = {cid: a["mode"] for (cid, _), a in zip(local, answers, strict=True)}
             reply(cmd, "modes", modes=modes)
+        case "versions":  # registry partition versions this node holds (a diagnostic)
+            parts = hub.runtime.registry.partitions
+            reply(cmd, "versions", versions={n: [p.boot_id, p.version] for n, p in parts.items()})
         case "locked":
             reply(cmd, "locked", locked=hub.is_locked(), partitioned=hub.is_partitioned())
         case "try_start":  # a start that may be refused: the error, by name

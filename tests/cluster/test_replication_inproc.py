@@ -123,6 +123,18 @@ async def test_two_copies_through_a_partition_and_its_heal(nodes: Nodes) -> None
         await asyncio.sleep(0.05)
 
 
+async def test_two_copies_through_a_drain_and_a_graceful_leave(nodes: Nodes) -> None:
+    hubs = [await nodes.add(n, redundancy=Replication(factor=2)) for n in "abcd"]
+    ids = {s.id for s in replicas(60)}
+    await hubs[0].start_children(replicas(60), timeout=DEADLINE)
+    await exactly(hubs, placed(ids, list("abcd"), 2))
+    result = await hubs[3].drain()
+    assert result.status == "ok", result.errors[:3]
+    await exactly(hubs, placed(ids, list("abc"), 2))  # nothing on the drained node
+    await hubs[2].stop()
+    await exactly(hubs[:2], placed(ids, list("ab"), 2))
+
+
 async def test_cast_to_all_reaches_every_copy(nodes: Nodes) -> None:
     hubs = [await nodes.add(n, redundancy=Replication(factor=3)) for n in "abc"]
     await hubs[0].start_children([ChildSpec("x", procs.Replica, args=[0])], timeout=DEADLINE)
