@@ -1588,8 +1588,11 @@ class Coordinator:
 
     async def flush(self) -> None:
         """Send the final registry state and pending records to every peer and wait (bounded)
-        for their acknowledgements."""
+        for their acknowledgements. The messages this node forwards go first: once a peer
+        acknowledged, it has them, so a sender whose fence through this node fails (it is
+        gone) cannot overtake them."""
         self.closing = True
+        await asyncio.gather(*(self.messenger.flushed(peer) for peer in list(self.members)))
         local = self.registry.local
         snapshot = [
             local.node,

@@ -745,9 +745,9 @@ class Hub:
             if isinstance(target, Pid):
                 node = target.node
             else:
+                if call is None and coordinator.messenger.relayed(target, message):
+                    return None  # held (it left, or is arriving), or forwarded where it went
                 if self.runtime.get(target) is None:
-                    if call is None and coordinator.messenger.relayed(target, message):
-                        return None  # it just left: held, or forwarded to where it went
                     remaining = deadline - asyncio.get_running_loop().time()
                     moved = await coordinator.moved_to(target, remaining) if call else None
                     node = moved or coordinator.route(target)

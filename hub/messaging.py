@@ -126,12 +126,12 @@ class Messenger:
         if not isinstance(target, str):
             self.runtime.target(target).deliver(message)
             return
-        child = self.runtime.get(target)
-        if child is not None and child.ctx is not None:
-            self.runtime.target(target).deliver(message)
-            return
-        where = self.relay.offer(target, message)
+        where = self.relay.offer(target, message)  # held or forwarded, behind earlier ones
         if where is None:
+            child = self.runtime.get(target)
+            if child is not None and child.ctx is not None:
+                self.runtime.target(target).deliver(message)
+                return
             where = self._place(target, message, hops)
         if where:
             self.forward(where, target, [message], hops + 1)
@@ -175,23 +175,45 @@ class Messenger:
     # -- held messages -------------------------------------------------------------------------
 
     def resolve(self, child_ids: Iterable[str]) -> None:
-        """Held stubs of children that may have shown up somewhere: deliver or forward."""
+        """Held stubs of children that may have shown up somewhere: deliver or forward what
+        they hold (after a fence, when this node's earlier messages went another way)."""
         relay = self.relay
         for cid in child_ids:
-            if cid not in relay or relay.moving(cid) or relay.target(cid) is not None:
+            if cid not in relay or relay.moving(cid):
                 continue
             child = self.runtime.get(cid)
-            if child is not None and child.ctx is not None:
-                ctx = child.ctx
-                for message in relay.release(cid):
-                    ctx.deliver(message)
+            if child is not None and child.ctx is not None and child.state == "running":
+                where = self.node  # it runs here (again)
+            elif relay.target(cid) is not None:
                 continue
-            try:
-                where = self._route(cid)
-            except NotFound:
-                continue
-            if where != self.node:
-                self.forward(where, cid, relay.forward(cid, where, self._now()), 1)
+            else:
+                try:
+                    where = self._route(cid)
+                except NotFound:
+                    continue
+                if where == self.node:
+                    continue
+            if self.switched(cid, where):
+                relay.busy(cid)  # new messages stay behind the held ones meanwhile
+                self.runtime.own(self._settle_after_fence(cid, where), f"fenced:{cid}")
+            else:
+                self._settle(cid, where)
+
+    async def _settle_after_fence(self, child_id: str, where: str) -> None:
+        await self.fence(child_id)
+        self._settle(child_id, where)
+
+    def _settle(self, child_id: str, where: str) -> None:
+        relay = self.relay
+        if where != self.node:
+            self.forward(where, child_id, relay.forward(child_id, where, self._now()), 1)
+            return
+        child = self.runtime.get(child_id)
+        if child is None or child.ctx is None:  # gone meanwhile: it shows up again later
+            relay.give_up(child_id)
+            return
+        for message in relay.release(child_id):
+            child.ctx.deliver(message)
 
     def tick(self) -> None:
         """Resolve what can be, expire what is past its time (called periodically)."""

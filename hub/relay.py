@@ -102,6 +102,12 @@ class Relay:
         self._settle(stub)
         return messages
 
+    def busy(self, child_id: str) -> None:
+        """Something resolves the stub of ``child_id`` (a fence on its way): keep holding."""
+        stub = self._stubs.get(child_id)
+        if stub is not None:
+            stub.moving = True
+
     def give_up(self, child_id: str) -> None:
         """The move of ``child_id`` failed: its stub stays held until the child shows up."""
         stub = self._stubs.get(child_id)
