@@ -12,7 +12,6 @@ Deadlines only turn a hang into a failure; nothing asserts on elapsed time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -26,19 +25,10 @@ from hub import (
 )
 from strategies import ColdSwap, ConsistentHashing, HotSwap
 from tests import procs
-from tests.cluster.test_core_inproc import DEADLINE, Nodes, owned
+from tests.cluster.inproc import DEADLINE, Nodes, owned
 from tests.conftest import wait_until
 
 STRATEGIES = {"hot": lambda: HotSwap(), "cold": lambda: ColdSwap()}
-
-
-@pytest.fixture
-async def nodes() -> AsyncIterator[Nodes]:
-    c = Nodes()
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 def sequenced(n: int, prefix: str = "s", **kwargs: Any) -> list[ChildSpec]:

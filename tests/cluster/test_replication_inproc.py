@@ -10,7 +10,6 @@ are in ``test_replication_procs.py``). Deadlines only turn a hang into a failure
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -24,32 +23,8 @@ from strategies import (
     StaticQuorum,
 )
 from tests import procs
-from tests.cluster.test_core_inproc import DEADLINE, Nodes
+from tests.cluster.inproc import DEADLINE, Nodes
 from tests.conftest import wait_until
-
-
-@pytest.fixture
-async def nodes() -> AsyncIterator[Nodes]:
-    c = Nodes()
-    try:
-        yield c
-    finally:
-        c.heal()
-        await c.close()
-
-
-def _partition(self: Nodes, groups: list[list[str]]) -> None:
-    for endpoint in self.endpoints:
-        endpoint.faults.partition(groups)
-
-
-def _heal(self: Nodes) -> None:
-    for endpoint in self.endpoints:
-        endpoint.faults.partition(None)
-
-
-Nodes.partition = _partition  # type: ignore[attr-defined]
-Nodes.heal = _heal  # type: ignore[attr-defined]
 
 
 def replicas(n: int, prefix: str = "r") -> list[ChildSpec]:
@@ -112,9 +87,9 @@ async def test_two_copies_through_a_partition_and_its_heal(nodes: Nodes) -> None
     ids = {s.id for s in replicas(60)}
     await hubs[0].start_children(replicas(60), timeout=DEADLINE)
     await exactly(hubs, placed(ids, list("abcd"), 2))
-    nodes.partition([["a", "b", "c"], ["d"]])  # type: ignore[attr-defined]
+    nodes.partition([["a", "b", "c"], ["d"]])
     await exactly(hubs[:3], placed(ids, list("abc"), 2))  # the majority side refills
-    nodes.heal()  # type: ignore[attr-defined]
+    nodes.heal()
     await nodes.settled()
     await exactly(hubs, placed(ids, list("abcd"), 2))
     # every copy stays: sampled a few times after convergence
@@ -169,7 +144,7 @@ async def test_a_passive_replica_is_promoted_exactly_once_when_its_primary_dies(
     assert log == []
     victim = "c"
     orphaned = {c for c in ids if ring.belongs_to(c)[0] == victim}
-    nodes.partition([["a", "b"], [victim]])  # type: ignore[attr-defined]
+    nodes.partition([["a", "b"], [victim]])
     survivors = hubs[:2]
     await exactly(survivors, placed(ids, ["a", "b"], 2))
     # each child whose primary was cut off: one replica promoted, once (on the survivors)
@@ -208,7 +183,7 @@ async def test_static_quorum_locks_a_minority_and_regains(nodes: Nodes) -> None:
     await nodes.exactly_once(ids)
     assert not any(h.is_locked() for h in hubs)
     log.clear()
-    nodes.partition([["a", "b"], ["c", "d", "e"]])  # type: ignore[attr-defined]
+    nodes.partition([["a", "b"], ["c", "d", "e"]])
     minority, majority = hubs[:2], hubs[2:]
     await wait_until(lambda: all(h.is_locked() for h in minority), timeout=DEADLINE)
     await wait_until(lambda: all(not h.process_list("local") for h in minority), timeout=DEADLINE)
@@ -219,7 +194,7 @@ async def test_static_quorum_locks_a_minority_and_regains(nodes: Nodes) -> None:
         await minority[1].stop_children(["c1"])
     await exactly(majority, placed(ids, ["c", "d", "e"], 1))  # the majority serves all
     assert sorted(n for e, _, n in log if e == "quorum_lost") == ["a", "b"]  # once on each
-    nodes.heal()  # type: ignore[attr-defined]
+    nodes.heal()
     await nodes.settled()
     await wait_until(lambda: not any(h.is_locked() for h in hubs), timeout=DEADLINE)
     await nodes.exactly_once(ids)
@@ -238,10 +213,10 @@ async def test_a_2_2_split_under_a_quorum_of_3_locks_both_sides_then_heals(nodes
     ids = {s.id for s in specs}
     await hubs[0].start_children(specs, timeout=DEADLINE)
     await nodes.exactly_once(ids)
-    nodes.partition([["a", "b"], ["c", "d"]])  # type: ignore[attr-defined]
+    nodes.partition([["a", "b"], ["c", "d"]])
     await wait_until(lambda: all(h.is_locked() for h in hubs), timeout=DEADLINE)
     await wait_until(lambda: copies(hubs) == {}, timeout=DEADLINE)  # nothing runs
-    nodes.heal()  # type: ignore[attr-defined]
+    nodes.heal()
     await nodes.settled()
     await nodes.exactly_once(ids)
 
@@ -252,11 +227,11 @@ async def test_majority_quorum_counts_the_nodes_that_failed(nodes: Nodes) -> Non
     names = [f"n{i}" for i in range(10)]
     hubs = [await nodes.add(n, partition=MajorityQuorum()) for n in names]
     await hubs[0].start_children(procs.counters(50), timeout=DEADLINE)
-    nodes.partition([names[:4], names[4:]])  # type: ignore[attr-defined]
+    nodes.partition([names[:4], names[4:]])
     await wait_until(lambda: all(h.is_locked() for h in hubs[:4]), timeout=DEADLINE)
     assert not any(h.is_locked() for h in hubs[4:])  # 6 of 10: a majority
     assert all(h.is_partitioned() for h in hubs)
-    nodes.heal()  # type: ignore[attr-defined]
+    nodes.heal()
     await nodes.settled()
     await wait_until(lambda: not any(h.is_locked() for h in hubs), timeout=DEADLINE)
     assert not any(h.is_partitioned() for h in hubs)
@@ -270,11 +245,11 @@ async def test_dynamic_quorum_locks_on_a_sudden_loss(nodes: Nodes) -> None:
     ids = {s.id for s in procs.counters(40)}
     await hubs[0].start_children(procs.counters(40), timeout=DEADLINE)
     await nodes.exactly_once(ids)
-    nodes.partition([["a"], ["b", "c", "d"]])  # type: ignore[attr-defined]
+    nodes.partition([["a"], ["b", "c", "d"]])
     await wait_until(lambda: hubs[0].is_locked(), timeout=DEADLINE)
     await wait_until(lambda: not hubs[0].process_list("local"), timeout=DEADLINE)
     assert not any(h.is_locked() for h in hubs[1:])  # 1 of 4 lost: under the threshold
-    nodes.heal()  # type: ignore[attr-defined]
+    nodes.heal()
     await nodes.settled()
     await wait_until(lambda: not hubs[0].is_locked(), timeout=DEADLINE)
     await nodes.exactly_once(ids)
