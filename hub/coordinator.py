@@ -217,7 +217,7 @@ class Coordinator:
             hub_id,
             runtime,
             send=self._send,
-            request=self._ask,
+            request=self._request,
             route=self.route,
             expects=self.expects,
             hold_for=HOLD_FOR,
@@ -274,6 +274,9 @@ class Coordinator:
         if self._recheck is not None:
             self._recheck.cancel()
             self._recheck = None
+        for incoming in self._incoming.values():  # copies waiting for a state: none comes now
+            incoming.timer.cancel()
+        self._incoming.clear()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -1731,9 +1734,6 @@ class Coordinator:
             logger.debug("hub %s: %s to %s not sent: %s", self.hub_id, kind, peer, exc)
             return False
         return True
-
-    async def _ask(self, peer: str, kind: str, payload: Any, timeout: float) -> Any:
-        return await self._request(peer, kind, payload, timeout)
 
     async def _request(self, peer: str, kind: str, payload: Any, timeout: float) -> Any:
         """A request to a peer; a broken or unreachable link is :class:`NodeUnreachable`."""
