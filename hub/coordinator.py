@@ -1553,7 +1553,7 @@ class Coordinator:
         """Learn the tombstones, stop the local copies; ``[[cid, None | error]]`` for the
         children that were here or failed to stop."""
         ids, reason, wire = payload
-        self._learn(record_from_wire(r) for r in wire)
+        self._learn(record_from_wire(r, self.desired.get) for r in wire)
         local = [cid for cid in ids if self.runtime.get(cid) is not None]
         self._expected.update(local)
         try:
@@ -2001,7 +2001,7 @@ class Coordinator:
                     await self._catch_up(peer.name)
             return None
         if kind == "records":
-            self._learn(record_from_wire(r) for r in payload)
+            self._learn(record_from_wire(r, self.desired.get) for r in payload)
             return None
         if kind == "snapshot":
             self._apply_snapshot_part(payload)
@@ -2021,7 +2021,7 @@ class Coordinator:
             return None
         if kind == "final":
             records, (node, boot, version, items) = payload
-            self._learn(record_from_wire(r) for r in records)
+            self._learn(record_from_wire(r, self.desired.get) for r in records)
             entries = self._entries_from_wire(items)
             self._apply_changes(
                 self.registry.load(Snapshot(node, boot, int(version), tuple(entries)))
@@ -2032,7 +2032,7 @@ class Coordinator:
             if drains and peer.name not in self.draining:
                 self.draining.add(peer.name)
                 self._topology_changed(())
-            records = [record_from_wire(r) for r in payload["records"]]
+            records = [record_from_wire(r, self.desired.get) for r in payload["records"]]
             timeout = float(payload.get("timeout", self.start_timeout))
             hops = int(payload.get("hops", 0))
             hot = kind == "migrate" and payload.get("hot") is True

@@ -75,8 +75,25 @@ def pid_from_wire(data: Any) -> Pid:
     return Pid(sys.intern(pid.node), sys.intern(pid.boot_id), pid.local_id)
 
 
-def record_from_wire(data: Any) -> Record:
+def record_from_wire(data: Any, known: Callable[[str], Record | None] | None = None) -> Record:
+    """A desired record. With ``known`` (the local table's lookup), a record the table holds
+    in the same version is returned as it is, without decoding its spec again."""
+    if known is not None:
+        held = _held(data, known)
+        if held is not None:
+            return held
     return Record.from_wire(data)
+
+
+def _held(data: Any, known: Callable[[str], Record | None]) -> Record | None:
+    """The table's record when ``data`` is the wire form of that very version."""
+    if not isinstance(data, list) or len(data) != 9 or not isinstance(data[0], dict):
+        return None
+    cid = data[0].get("id")
+    held = known(cid) if isinstance(cid, str) else None
+    if held is not None and held.key() == (data[2], data[4], data[7], data[3]):
+        return held
+    return None
 
 
 def entry_to_wire(entry: Entry, record: Record) -> list[Any]:
@@ -92,10 +109,7 @@ def entry_from_wire(item: Any, known: Callable[[str], Record | None]) -> tuple[R
     pid_wire, record_wire, epoch = item
     if type(epoch) is not int:
         raise ValueError("malformed registry entry epoch")
-    record = record_from_wire(record_wire)
-    held = known(record.spec.id)
-    if held is not None and held.key() == record.key():
-        record = held
+    record = record_from_wire(record_wire, known)
     return record, Entry.of(record.spec, pid_from_wire(pid_wire), record.metadata, epoch)
 
 

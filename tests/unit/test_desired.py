@@ -85,3 +85,17 @@ def test_records_survive_the_wire() -> None:
     assert Record.from_wire(original.to_wire()) == original
     with pytest.raises(ValueError, match="malformed"):
         Record.from_wire([1, 2, 3])
+
+
+def test_a_record_the_table_holds_is_not_decoded_again() -> None:
+    from hub.wire import record_from_wire
+
+    held = Record(ChildSpec("c", "tests.procs:Counter"), {}, 3, "a#1")
+    table = DesiredTable()
+    table.merge(held)
+    assert record_from_wire(held.to_wire(), table.get) is held  # the same version: shared
+    newer = held.pinned("b#2", "b")
+    got = record_from_wire(newer.to_wire(), table.get)
+    assert got is not held
+    assert got == newer  # another version: decoded
+    assert record_from_wire(held.to_wire()) == held  # no table: decoded
