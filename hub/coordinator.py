@@ -1674,6 +1674,19 @@ class Coordinator:
         snapshot_frames = self._snapshot_frames() if behind else []
         self._published = local.version
 
+        if not peers:
+            return
+        links = self.endpoint.links
+        try:  # each frame packed once for every peer
+            frames = [(kind, links.pack(self.hub_id, kind, payload)) for kind, payload in frames]
+            snapshot_frames = [
+                (kind, links.pack(self.hub_id, kind, payload)) for kind, payload in snapshot_frames
+            ]
+        except HubError as exc:  # not msgpack data: a bug; the peers catch up by snapshot
+            logger.error("hub %s: registry frames could not be packed: %s", self.hub_id, exc)
+            self._behind.update(peers)
+            return
+
         async def to(peer: str, its: list[tuple[str, Any]], snapshot: bool) -> None:
             for kind, payload in its:
                 if not await self._send(peer, kind, payload):

@@ -157,11 +157,12 @@ class _Link:
         self.closed = False
         self.closed_by_us = False
 
-    async def send(self, frame: list[Any]) -> None:
-        """Queue a frame (packed now, so a bad payload fails its own sender)."""
+    async def send(self, frame: list[Any] | bytes) -> None:
+        """Queue a frame (packed now, so a bad payload fails its own sender; ``bytes`` are a
+        frame packed already, see :meth:`Links.pack`)."""
         if self.closed:
             raise LinkError(f"link to {self.peer.name} is closed")
-        self._outbox.append(_pack(frame))
+        self._outbox.append(frame if isinstance(frame, bytes) else _pack(frame))
         self._queued.set()
         if len(self._outbox) >= MAX_OUTBOX:
             self._drained.clear()
@@ -339,12 +340,20 @@ class Links:
 
     # -- sending -------------------------------------------------------------------------------
 
+    @staticmethod
+    def pack(hub_id: str, kind: str, payload: Any) -> bytes:
+        """A one-way frame packed once, to :meth:`send` to several peers."""
+        return _pack([ONEWAY, 0, hub_id, kind, payload])
+
     async def send(
         self, peer: str, hub_id: str, kind: str, payload: Any, *, timeout: float = 5.0
     ) -> None:
-        """Deliver a one-way frame (in order with earlier ones to the same peer)."""
+        """Deliver a one-way frame (in order with earlier ones to the same peer). ``payload``
+        may be a frame from :meth:`pack` (``bytes``: ``kind`` is then only for the logs)."""
         link = await self._link(peer, timeout)
-        await link.send([ONEWAY, 0, hub_id, kind, payload])
+        await link.send(
+            payload if isinstance(payload, bytes) else [ONEWAY, 0, hub_id, kind, payload]
+        )
 
     async def request(
         self, peer: str, hub_id: str, kind: str, payload: Any, *, timeout: float
