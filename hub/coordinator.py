@@ -235,6 +235,9 @@ class Coordinator:
         self.locked = False
         self._lock_at: float | None = None  # quorum lost since: locked from then on
         self._recheck: asyncio.TimerHandle | None = None
+        self._unlocked_at = -1e9
+        #: after an unlock, failover starts wait this long for the failed nodes to come back
+        self._unlock_hold = max(2.0, 10 * self.settle_time)
         self._failed: dict[str, float] = {}  # members that failed (not left): name -> when
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -429,6 +432,7 @@ class Coordinator:
             )
         else:
             logger.warning("hub %s: quorum regained: unlocked", self.hub_id)
+            self._unlocked_at = now
         events.emit(Hook.PRIORITY_STATE_UPDATED, state)
         events.emit(Hook.QUORUM_LOST if locked else Hook.QUORUM_REGAINED, state)
         self._full = True  # every child: stop them all, or start what belongs here again
@@ -491,7 +495,9 @@ class Coordinator:
         draining = frozenset(self.draining | {self.node} if self.leaving else self.draining)
         settle_at = self._changed_at + self.settle_time
         unsynced = frozenset(self.unsynced)
-        return View(self.node, live, draining, unsynced, self.locked, settle_at)
+        # just unlocked: the nodes that failed may be coming back with their children
+        starts_after = self._unlocked_at + self._unlock_hold if self._failed else 0.0
+        return View(self.node, live, draining, unsynced, self.locked, settle_at, starts_after)
 
     def running_on(self, child_id: str) -> list[tuple[str, int]]:
         """``(node, epoch)`` of the current boots of live members that run ``child_id``."""

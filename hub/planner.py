@@ -74,6 +74,9 @@ class View:
     #: the last topology change): moves, surplus stops and replica starts wait for it, so that
     #: views still converging after a heal or a join do not shuffle children around.
     settle_at: float = 0.0
+    #: failover starts wait until then (the shell sets it right after quorum is regained,
+    #: while nodes that failed may still be coming back with the children they run)
+    starts_after: float = 0.0
 
 
 class LocalChild(NamedTuple):
@@ -312,6 +315,10 @@ class Planner:
             reason: Literal["failover", "replica"] = "replica"
         else:
             reason = "failover"
+            if now < view.starts_after:
+                plan.orphans.append(cid)
+                plan._defer(cid, view.starts_after)
+                return
         if view.unsynced:
             if not copies:
                 plan.orphans.append(cid)

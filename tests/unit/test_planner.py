@@ -295,3 +295,17 @@ def test_a_replica_that_cannot_start_buries_nothing() -> None:
         Running({"c": [("a", 1)]}), {}, ["c"], failures={"c": Failures(2, 0.0, "boom")},
     )  # fmt: skip
     assert plan.actions == []
+
+
+def test_failover_starts_wait_for_starts_after_and_are_planned_again_then() -> None:
+    view = View("a", frozenset({"a", "b"}), starts_after=5.0)
+    plan = Planner().plan(
+        view, owners({"c": ["a"]}), table(record("c")), Running({}), {}, ["c"], now=1.0
+    )
+    assert plan.actions == []
+    assert plan.orphans == ["c"]
+    assert plan.deferred == [(5.0, "c")]
+    later = Planner().plan(
+        view, owners({"c": ["a"]}), table(record("c")), Running({}), {}, ["c"], now=5.0
+    )
+    assert later.actions == [Start("c", record("c"), "failover")]
