@@ -115,6 +115,7 @@ LEAVE_TIMEOUT = 30.0  # at most this long to hand children off before leaving
 FLUSH_TIMEOUT = 2.0  # at most this long for peers to acknowledge the final registry state
 STABLE_DIFF = 3.0  # seconds a desired bucket must differ the same way before it is pushed
 STALE_SNAPSHOT = 5.0  # seconds a partly received snapshot may wait for its other parts
+MAX_EARLY_DELTAS = 1_000  # delta frames of a peer kept while its snapshot arrives
 SYNC_INTERVAL = 0.1  # anti-entropy period while a topology change is not yet synchronized
 MAX_SNAPSHOT_PARTS = 10_000
 FAILED_MEMORY = 3600.0  # seconds a failed member still counts as known (for quorum)
@@ -202,8 +203,8 @@ class Coordinator:
         self._behind: set[str] = set()  # peers that need a snapshot of our partition
         #: snapshots being received, by node: boot, version, parts, entries, begun at
         self._parts: dict[str, tuple[str, int, int, list[Entry], float]] = {}
-        #: the newest delta version of a peer dropped while its snapshot was arriving
-        self._ahead: dict[str, int] = {}
+        #: deltas of a peer that came while its snapshot was arriving (applied after it)
+        self._early: dict[str, list[Any]] = {}
         self._peer_state: dict[str, Any] = {}
         self._differing: dict[str, dict[int, tuple[int, int, float]]] = {}
         self._catching: set[str] = set()
@@ -364,7 +365,7 @@ class Coordinator:
         self._peer_state.pop(name, None)
         self._differing.pop(name, None)
         self._parts.pop(name, None)
-        self._ahead.pop(name, None)
+        self._early.pop(name, None)
         for cid in [c for c, i in self._incoming.items() if i.source == name]:
             self._abandon(cid, f"{name} {why}")
         logger.info("hub %s: node %s %s", self.hub_id, name, why)
@@ -1868,8 +1869,9 @@ class Coordinator:
             self._apply_changes(
                 self.registry.load(Snapshot(node, boot, int(version), tuple(held[3])))
             )
-            if self._ahead.pop(node, 0) > int(version):  # a delta after it was dropped
-                self.runtime.own(self._catch_up(node), f"catch-up:{node}")
+            early = self._early.pop(node, [])
+            if not all([self._apply_delta(node, delta) for delta in early]):
+                self.runtime.own(self._catch_up(node), f"catch-up:{node}")  # still a gap
             elif self.members.get(node) == boot:
                 self._synced(node)
 
@@ -1885,6 +1887,12 @@ class Coordinator:
         if peer in self.unsynced:
             self.unsynced.discard(peer)
             self._replan_local(())
+
+    def _ask_snapshot(self, peer: str) -> None:
+        """Catch up on ``peer``'s partition in a task of its own: a frame handler that waited
+        for the answer would hold back every frame behind it on that link."""
+        if peer not in self._catching:
+            self.runtime.own(self._catch_up(peer), f"catch-up:{peer}")
 
     async def _catch_up(self, peer: str) -> None:
         """Ask ``peer`` for a snapshot of its partition (it sends it as one-way parts)."""
@@ -1931,9 +1939,10 @@ class Coordinator:
         held = self._parts.get(name)
         if held is not None and asyncio.get_running_loop().time() - held[4] > STALE_SNAPSHOT:
             del self._parts[name]  # its last parts never came: ask again
+            self._early.pop(name, None)
             held = None
         if not current and name in self.members and held is None:
-            await self._catch_up(name)
+            self._ask_snapshot(name)
         mine = self.desired.digests()
         now = asyncio.get_running_loop().time()
         before = self._differing.get(name, {})
@@ -2013,11 +2022,12 @@ class Coordinator:
             return None
         if kind == "delta":
             if not self._apply_delta(peer.name, payload):
-                if peer.name in self._parts:  # a snapshot is arriving: is it new enough?
-                    ahead = self._ahead.get(peer.name, 0)
-                    self._ahead[peer.name] = max(ahead, int(payload[3]))
+                if peer.name in self._parts:  # a snapshot is arriving: apply it after that
+                    early = self._early.setdefault(peer.name, [])
+                    if len(early) < MAX_EARLY_DELTAS:
+                        early.append(payload)
                 else:
-                    await self._catch_up(peer.name)
+                    self._ask_snapshot(peer.name)
             return None
         if kind == "records":
             self._learn(record_from_wire(r, self.desired.get) for r in payload)
