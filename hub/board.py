@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .cluster.messages import NodeId, State
+from .cluster.node import add_route_provider
 from .errors import HubClosed, InvalidSpec
 from .events import Hook
 from .hooks import HookHandler
@@ -249,6 +250,13 @@ def mount(app: web.Application, node: Node, *, dashboard: bool = True) -> Board:
 
         routes(app, board)
     return board
+
+
+def _node_routes(app: web.Application, node: Node) -> None:
+    mount(app, node, dashboard=node.dashboard and node.observability)
+
+
+add_route_provider(_node_routes)
 
 
 def hub_started(hub: Hub) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from aiohttp import web
 
+from .cluster.node import add_route_provider
 from .errors import (
     AlreadyStarted,
     CallFailed,
@@ -282,6 +284,22 @@ class Observed:
         response = web.Response(body=body)
         response.headers["Content-Type"] = content_type
         return response
+
+
+_OBSERVED: weakref.WeakKeyDictionary[Node, Observed] = weakref.WeakKeyDictionary()
+
+
+def _node_routes(app: web.Application, node: Node) -> None:
+    """The read-only routes of a node endpoint (unless ``observability=False``)."""
+    if not node.observability:
+        return
+    observed = _OBSERVED.get(node)
+    if observed is None:
+        observed = _OBSERVED[node] = Observed(node, lambda: list(node.hubs.values()))
+    add_read_only_routes(app, observed)
+
+
+add_route_provider(_node_routes)
 
 
 def add_read_only_routes(app: web.Application, observed: Observed) -> None:

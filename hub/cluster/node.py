@@ -22,7 +22,7 @@ import random
 import secrets
 import ssl as ssl_module
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import msgpack  # type: ignore[import-untyped]
@@ -37,12 +37,22 @@ from .membership import PRESETS, Config, Member, MemberEvent, Membership, NameCo
 from .messages import Address, NodeId, State
 from .stats import SeedWatch, Throttle, suppressed_note
 
-if TYPE_CHECKING:
-    from ..ops import Observed
-
-__all__ = ["SWIM_PATH", "Node", "NodeEvent", "parse_address"]
+__all__ = ["SWIM_PATH", "Node", "NodeEvent", "add_route_provider", "parse_address"]
 
 logger = logging.getLogger(__name__)
+
+#: What else a node serves besides its cluster routes: each provider adds its routes to the
+#: node's application (its own, or the app it is mounted on). The layers above register theirs
+#: (``hub.ops``: metrics and health; ``hub.board``: the dashboard and the control channel), so
+#: this module imports none of them.
+_ROUTE_PROVIDERS: list[Callable[[web.Application, Node], None]] = []
+
+
+def add_route_provider(provider: Callable[[web.Application, Node], None]) -> None:
+    """Have every node call ``provider(app, node)`` when it sets up its routes."""
+    if provider not in _ROUTE_PROVIDERS:
+        _ROUTE_PROVIDERS.append(provider)
+
 
 SWIM_PATH = "/processhub/v1/swim"
 NodeEvent = MemberEvent | NameConflict
@@ -160,7 +170,6 @@ class Node:
         self._mounted: web.Application | None = None  # the user's app that serves this node
         #: Hubs running on this node, by hub id (for the read-only routes and metrics).
         self.hubs: dict[str, Any] = {}
-        self._observed: Observed | None = None
         #: Member events seen, by kind ("joined", "suspected", "failed", ...).
         self.member_events: dict[str, int] = {}
         self._joined = False
@@ -286,22 +295,8 @@ class Node:
     def _add_routes(self, app: web.Application) -> None:
         app.router.add_post(SWIM_PATH, self._handle)
         app.router.add_get(LINK_PATH, self._serve_link)
-        if self.observability:
-            from ..ops import add_read_only_routes
-
-            add_read_only_routes(app, self.observed)
-        from ..board import mount  # hub.board imports this module
-
-        mount(app, self, dashboard=self.dashboard and self.observability)
-
-    @property
-    def observed(self) -> Observed:
-        """The read-only view the ``/metrics`` and ``/health`` routes report."""
-        if self._observed is None:
-            from ..ops import Observed
-
-            self._observed = Observed(self, lambda: list(self.hubs.values()))
-        return self._observed
+        for provider in _ROUTE_PROVIDERS:
+            provider(app, self)
 
     def mount(self, app: web.Application) -> None:
         """Serve this node from ``app`` (the user's aiohttp application) instead of a server of
