@@ -738,8 +738,9 @@ class HookManager:
                     await result
                 return
             except Exception as exc:
+                ran = loop.time() - started  # before the failure is logged (that takes time)
                 self._failed(slot, name, hid, exc)
-            if loop.time() - started >= self.daemon_backoff_max:
+            if ran >= self.daemon_backoff_max:
                 delay = self.daemon_backoff_min  # it ran a long time: not a crash loop
             logger.warning("hook %s: daemon handler %r restarts in %.3g s", name, hid, delay)
             await asyncio.sleep(delay)
