@@ -235,6 +235,12 @@ class _Collector:
             "actions the planner decided and this node executed, by kind",
             labels=["hub", "action"],
         )
+        lost = CounterMetricFamily(
+            "processhub_messages_dropped_total",
+            "casts by child id this node could not deliver or forward (the child never came "
+            "back, a link failed, a held buffer was full, or the message could not travel)",
+            labels=["hub"],
+        )
         for hub in hubs:
             hid = hub.hub_id
             runtime = hub.runtime
@@ -252,6 +258,7 @@ class _Collector:
             coordinator = hub.coordinator
             if coordinator is not None:
                 desired.add_metric([hid], len(coordinator.desired))
+                lost.add_metric([hid], coordinator.messenger.lost)
                 planned = coordinator.planned
                 for action in sorted({*_ACTIONS, *planned}):
                     actions.add_metric([hid, action.lower()], planned.get(action, 0))
@@ -284,6 +291,7 @@ class _Collector:
         yield runs
         yield failures
         yield actions
+        yield lost
 
 
 def _gauge(name: str, doc: str, *, value: float) -> GaugeMetricFamily:

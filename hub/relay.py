@@ -16,7 +16,6 @@ what the caller must send, and the caller sends it in order.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 from typing import Any
 
 from .errors import MailboxFull
@@ -151,9 +150,6 @@ class Relay:
                 await asyncio.shield(stub.settled)
         except TimeoutError:
             return
-
-    def ids(self) -> Iterable[str]:
-        return list(self._stubs)
 
     @staticmethod
     def _settle(stub: _Stub | None) -> None:

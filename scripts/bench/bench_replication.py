@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 
 from common import write_report  # noqa: E402
 
-from strategies import ConsistentHashing  # noqa: E402
 from tests.cluster.harness import Cluster, NodeProc  # noqa: E402
+from tests.cluster.test_replication_procs import copies, placed  # noqa: E402
 
 HUB = "orders"
 LONG = 600.0
@@ -85,19 +85,6 @@ async def start(node: NodeProc, n: int) -> set[str]:
     reply = await node.command(cmd="start", n=n, prefix="c", timeout=120, reply_timeout=LONG)
     assert reply["ok"] == n, reply
     return {f"c{i}" for i in range(n)}
-
-
-async def copies(nodes: list[NodeProc]) -> dict[str, list[str]]:
-    where: dict[str, list[str]] = {}
-    for node in nodes:
-        for cid in await node.local():
-            where.setdefault(cid, []).append(node.name)
-    return {cid: sorted(ns) for cid, ns in where.items()}
-
-
-def placed(ids: set[str], names: list[str], rf: int) -> dict[str, list[str]]:
-    ring = ConsistentHashing(nodes=names)
-    return {cid: sorted(ring.belongs_to(cid, rf)) for cid in ids}
 
 
 async def quorum(n: int) -> dict[str, Any]:

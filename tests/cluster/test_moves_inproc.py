@@ -120,6 +120,16 @@ async def states(hub: Hub, targets: list[str]) -> dict[str, dict[str, Any]]:
     return {cid: await hub.call(cid, "state") for cid in targets}
 
 
+async def state_moved(hub: Hub, targets: list[str], senders: Senders) -> None:
+    """HotSwap: each target's own count is every message sent to it, all in order, after
+    exactly one handover."""
+    got = await states(hub, targets)
+    total = sum(senders.sent.values())
+    assert {cid: (s["n"], s["bad"], s["handovers"]) for cid, s in got.items()} == {
+        cid: (total, 0, 1) for cid in targets
+    }
+
+
 @pytest.mark.parametrize("kind", ["hot", "cold"])
 async def test_messages_and_state_move_exactly_once_when_a_node_joins(
     nodes: Nodes, kind: str
@@ -162,9 +172,7 @@ async def test_messages_and_state_move_exactly_once_through_a_graceful_leave(
     assert senders.errors == []
     await all_applied(targets, senders.sent)
     if kind == "hot":
-        got = await states(hubs[0], targets)
-        total = sum(senders.sent.values())
-        assert {(s["n"], s["bad"], s["handovers"]) for s in got.values()} == {(total, 0, 1)}
+        await state_moved(hubs[0], targets, senders)
 
 
 @pytest.mark.parametrize("kind", ["hot", "cold"])
@@ -186,9 +194,7 @@ async def test_messages_and_state_move_exactly_once_through_a_drain(
     assert senders.errors == []
     await all_applied(targets, senders.sent)
     if kind == "hot":
-        got = await states(hubs[0], targets)
-        total = sum(senders.sent.values())
-        assert {(s["n"], s["bad"], s["handovers"]) for s in got.values()} == {(total, 0, 1)}
+        await state_moved(hubs[0], targets, senders)
 
 
 async def test_a_slow_terminate_does_not_overlap_with_the_new_copy(nodes: Nodes) -> None:
@@ -203,9 +209,7 @@ async def test_a_slow_terminate_does_not_overlap_with_the_new_copy(nodes: Nodes)
     await senders.rounds(3)
     await senders.stop()
     await all_applied(targets, senders.sent)
-    got = await states(hubs[0], targets)
-    total = sum(senders.sent.values())
-    assert {(s["n"], s["bad"], s["handovers"]) for s in got.values()} == {(total, 0, 1)}
+    await state_moved(hubs[0], targets, senders)
 
 
 async def test_a_state_too_big_to_hand_over_moves_cold_and_says_so(nodes: Nodes) -> None:

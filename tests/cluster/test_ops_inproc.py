@@ -254,6 +254,7 @@ async def test_metrics_count_starts_crashes_restarts_and_migrations(
         assert value(text, "processhub_child_restarts_total", hub="orders") == 1
         assert value(text, "processhub_child_crashes_total", hub="orders") == 1
         assert value(text, "processhub_children_buried_total", hub="orders") == 0
+        assert value(text, "processhub_messages_dropped_total", hub="orders") == 0
         assert value(text, "processhub_members", state="alive") == 1
         assert value(text, "processhub_registry_entries", hub="orders", node="a") == 10
         assert value(text, "processhub_node_joined") == 1

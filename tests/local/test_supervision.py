@@ -232,3 +232,32 @@ async def test_a_child_stopped_before_its_init_finished_settles_its_start_at_onc
     await sup.stop("slow")
     results = await starting  # at once, not after the 60 s start timeout (pytest's 120 s cap)
     assert isinstance(results["slow"], NotFound)
+
+
+async def test_a_function_process_moving_in_is_held_then_gets_the_old_mailbox_first() -> None:
+    from hub.process import Arrival
+
+    async with Hub("h", node="n1", host=None) as hub:
+        sup = hub.runtime.supervisor
+        arrival = Arrival()
+        results = await sup.start_batch([(ChildSpec("f", procs.echo), {}, arrival)], 5.0)
+        assert isinstance(results["f"], Pid)
+        child = sup.children["f"]
+        assert child.state == "starting"  # it runs, but is not registered yet
+        assert hub.process_list("local") == []
+        ctx = child.ctx
+        assert ctx is not None
+        first: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        ctx.deliver(Call("new", first))  # sent to the new copy while it waits
+        await asyncio.sleep(0)
+        assert not first.done()  # held
+        old: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        answered: list[str] = []
+        old.add_done_callback(lambda _: answered.append("old"))
+        first.add_done_callback(lambda _: answered.append("new"))
+        arrival.complete([Call("old", old)])
+        assert await first == ("echo", "new", ())
+        assert await old == ("echo", "old", ())
+        assert answered == ["old", "new"]  # the old copy's leftovers go first
+        await wait_until(lambda: sup.children["f"].state == "running")
+        assert [cid for cid, _ in hub.process_list("local")] == ["f"]

@@ -59,3 +59,39 @@ def test_a_forwarding_stub_expires_silently_and_a_new_hold_replaces_it() -> None
 
 def test_no_stub_means_not_the_relays_message() -> None:
     assert relay().offer("unknown", "m") is None
+
+
+async def test_forwarded_messages_keep_their_order_and_one_that_cannot_travel_is_counted() -> None:
+    from typing import Any
+
+    from hub import Hub
+    from hub.messaging import Messenger
+
+    sent: list[tuple[str, str, Any]] = []
+
+    async def send(node: str, kind: str, payload: Any) -> bool:
+        sent.append((node, kind, payload))
+        return True
+
+    async def request(node: str, kind: str, payload: Any, timeout: float) -> Any:
+        return None
+
+    def route(child_id: str) -> str:
+        return "b"
+
+    async with Hub("h", host=None) as hub:
+        messenger = Messenger(
+            "h",
+            hub.runtime,
+            send=send,
+            request=request,
+            route=route,
+            expects=lambda cid: True,
+            hold_for=30.0,
+            forward_for=10.0,
+        )
+        messenger.forward("b", "c", [1, object(), 2], 0)
+        messenger.forward("b", "c", [3], 0)
+        await messenger.flushed("b")
+    assert sent == [("b", "casts", [["c", 1, 0], ["c", 2, 0], ["c", 3, 0]])]
+    assert messenger.lost == 1  # the object() could not travel: dropped, counted, logged
