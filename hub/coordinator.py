@@ -14,9 +14,10 @@ and executes its actions (:mod:`hub.planner`):
   peer as versioned deltas (at most ``max_batch`` ops a frame); a gap is answered with a
   snapshot (``max_batch`` entries a frame); every ``anti_entropy_interval`` each node sends its
   registry versions and desired digests, and peers repair what differs.
-* **Planning**: after every change the planner runs on the children whose inputs changed, and
-  on all of them every ``reconcile_interval``; its starts, stops, moves, conflicts and burials
-  are executed here, their results fed back.
+* **Planning**: after every change the planner runs on the children whose inputs changed, in
+  slices with a turn of the event loop between them, and a rolling sweep plans every child
+  again over a few ``reconcile_interval`` periods (:data:`SWEEP` children a period); its
+  starts, stops, moves, conflicts and burials are executed here, their results fed back.
 * **Routing**: starts go to the owners (forwarded at most :data:`MAX_HOPS` times), stops to the
   nodes that run the child, messages to the copy the registry names.
 * **Leaving** (``hub.stop()``, ``drain()``): the node announces that it drains, so no node places
@@ -31,6 +32,7 @@ import contextlib
 import heapq
 import logging
 import time
+from collections import ChainMap
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -69,6 +71,7 @@ from .events import (
 )
 from .local import LocalRuntime
 from .messaging import Messenger
+from .pacing import Pace
 from .pid import Pid
 from .planner import (
     Bury,
@@ -115,6 +118,9 @@ LEAVE_TIMEOUT = 30.0  # at most this long to hand children off before leaving
 FLUSH_TIMEOUT = 2.0  # at most this long for peers to acknowledge the final registry state
 STABLE_DIFF = 3.0  # seconds a desired bucket must differ the same way before it is pushed
 STALE_SNAPSHOT = 5.0  # seconds a partly received snapshot may wait for its other parts
+#: seconds our copy of a peer's partition may stay behind the version the peer announced before
+#: we ask for a snapshot (its deltas may still be on the way; a gap is asked for at once)
+BEHIND_GRACE = 2.0
 MAX_EARLY_DELTAS = 1_000  # delta frames of a peer kept while its snapshot arrives
 SYNC_INTERVAL = 0.1  # anti-entropy period while a topology change is not yet synchronized
 MAX_SNAPSHOT_PARTS = 10_000
@@ -123,6 +129,8 @@ HOLD_FOR = 30.0  # seconds messages for a child that left wait for it to show up
 FORWARD_FOR = 10.0  # seconds a node forwards messages for a child that moved away
 INBOX_FRAME_BYTES = 4 * 1024 * 1024  # moved mailbox data in one frame
 INBOX_TTL = 60.0  # seconds a moved mailbox waits for its child's start here
+PLAN_SLICE = 2_000  # children planned between two turns of the event loop
+SWEEP = 10_000  # children the rolling reconciliation plans every reconcile_interval
 
 
 class _Incoming:
@@ -194,6 +202,7 @@ class Coordinator:
         self.settle_time = float(endpoint.config.probe_interval)
         self._expire_at = 0.0
         self._full = True
+        self._sweep: list[str] = []  # the rest of the rolling reconciliation
         self._moving = asyncio.Semaphore(max(1, self.migration.max_concurrent))
         # registry sync state
         self._outgoing: dict[str, Record] = {}
@@ -207,6 +216,7 @@ class Coordinator:
         self._early: dict[str, list[Any]] = {}
         self._peer_state: dict[str, Any] = {}
         self._differing: dict[str, dict[int, tuple[int, int, float]]] = {}
+        self._lagging: dict[str, tuple[int, float]] = {}  # peer -> (announced version, since)
         self._catching: set[str] = set()
         self._snapshotting: set[str] = set()
         self._sync_pending = False
@@ -364,6 +374,7 @@ class Coordinator:
         self._behind.discard(name)
         self._peer_state.pop(name, None)
         self._differing.pop(name, None)
+        self._lagging.pop(name, None)
         self._parts.pop(name, None)
         self._early.pop(name, None)
         for cid in [c for c, i in self._incoming.items() if i.source == name]:
@@ -642,14 +653,17 @@ class Coordinator:
                     await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(0)  # let a burst of changes arrive together
-            wake_at = self.plan_now()
+            wake_at = await self.plan_now()
 
-    def plan_now(self) -> float | None:
-        """Plan the changed children (all of them after a full reconcile request) and start
-        executing the actions. Returns when to plan again at the latest."""
+    async def plan_now(self) -> float | None:
+        """Plan the changed children (all of them after a full reconcile request, and the next
+        part of the rolling sweep) and start executing the actions, :data:`PLAN_SLICE`
+        children at a time with a turn of the event loop between slices. Returns when to plan
+        again at the latest."""
         loop = asyncio.get_running_loop()
         if self._full:
             self._full = False
+            self._sweep.clear()
             candidates = {*self.desired.ids(), *self.runtime.child_ids()}
             self._dirty.clear()
         else:
@@ -664,27 +678,48 @@ class Coordinator:
                 for cid in [c for c, t in deadlines.items() if t <= now]:
                     del deadlines[cid]
                     self._dirty.add(cid)
-        plan = self.planner.plan(
-            self.view(),
-            self.owners,
-            self.desired,
-            self,
-            self._local_view(),
-            candidates,
-            busy={**self._busy, **self._parked} if self._parked else self._busy,
-            in_transit=self._in_transit,
-            arrived=self._arrived,
-            failures=self._failures,
-            now=now,
-        )
-        self._orphans = set(plan.orphans) | (self._orphans - set(candidates))
-        for item in plan.deferred:
-            heapq.heappush(self._deferred, item)
-        self._execute(plan, now)
+        ids = list(candidates)
+        wake_at: float | None = None
+        for i in range(0, len(ids), PLAN_SLICE):
+            if i:
+                await asyncio.sleep(0)  # membership probes and frames get their turn
+                now = loop.time()
+            part = ids[i : i + PLAN_SLICE]
+            plan = self.planner.plan(
+                self.view(),
+                self.owners,
+                self.desired,
+                self,
+                self._local_view(),
+                part,
+                busy=ChainMap(self._parked, self._busy) if self._parked else self._busy,
+                in_transit=self._in_transit,
+                arrived=self._arrived,
+                failures=self._failures,
+                now=now,
+            )
+            self._orphans.difference_update(part)
+            self._orphans.update(plan.orphans)
+            for item in plan.deferred:
+                heapq.heappush(self._deferred, item)
+            self._execute(plan, now)
+            if plan.wake_at is not None:
+                wake_at = plan.wake_at if wake_at is None else min(wake_at, plan.wake_at)
         if self._deferred:
             due = self._deferred[0][0]
-            return due if plan.wake_at is None else min(due, plan.wake_at)
-        return plan.wake_at
+            return due if wake_at is None else min(due, wake_at)
+        return wake_at
+
+    def _sweep_next(self) -> None:
+        """Plan the next :data:`SWEEP` children of the rolling reconciliation (a safety net:
+        changes mark what they affect; this visits every child within a few
+        ``reconcile_interval`` periods at a bounded cost per period)."""
+        if not self._sweep:
+            self._sweep = list({*self.desired.ids(), *self.runtime.child_ids()})
+        part = self._sweep[-SWEEP:]
+        del self._sweep[-SWEEP:]
+        self._dirty.update(part)
+        self._wake.set()
 
     def _execute(self, plan: Plan, now: float) -> None:
         starts: list[Start] = []
@@ -1306,6 +1341,7 @@ class Coordinator:
         guided = self._guided
         if guided:
             self.distribution.guide(specs)  # type: ignore[attr-defined]
+        pace = Pace()
         for spec in specs:
             record = self.new_record(spec, metadata)
             if isinstance(record, HubError):
@@ -1313,6 +1349,8 @@ class Coordinator:
                 continue
             for owner in self.owners(spec.id) or [self.node]:
                 groups.setdefault(owner, []).append(record)
+            if pace.due():
+                await pace.pause()
         outcomes: list[tuple[str, Pid | HubError]] = []
 
         async def start_on(target: str, records: list[Record]) -> None:
@@ -1652,6 +1690,7 @@ class Coordinator:
     async def _publish(self) -> None:
         local = self.registry.local
         delta = local.changes_since(self._published)
+        self._published = local.version  # what changes while this publication is built is next
         carried = {  # records that travel with their registry entry need no frame of their own
             cid: entry.epoch
             for cid, entry in (delta.ops if delta is not None else ())
@@ -1669,6 +1708,8 @@ class Coordinator:
             for i in range(0, len(records), self.chunk):
                 frames.append(("records", records[i : i + self.chunk]))
         if delta is not None and delta.ops:
+            changed = [e for _, e in delta.ops if not isinstance(e, str)]
+            wired = iter(await self._wire_entries(changed))
             for i in range(0, len(delta.ops), self.chunk):
                 part = Delta(
                     local.node,
@@ -1677,9 +1718,9 @@ class Coordinator:
                     delta.base + min(len(delta.ops), i + self.chunk),
                     delta.ops[i : i + self.chunk],
                 )
-                frames.append(("delta", delta_to_wire(part, self._entry_wire)))
-        snapshot_frames = self._snapshot_frames() if behind else []
-        self._published = local.version
+                # the entries in order, encoded above
+                frames.append(("delta", delta_to_wire(part, lambda _: next(wired))))
+        snapshot_frames = await self._snapshot_frames() if behind else []
 
         if not peers:
             return
@@ -1710,9 +1751,20 @@ class Coordinator:
             ),
         )
 
-    def _snapshot_frames(self) -> list[tuple[str, Any]]:
+    async def _wire_entries(self, entries: Iterable[Entry]) -> list[list[Any]]:
+        """Registry entries in their wire form (paced)."""
+        pace = Pace()
+        out = []
+        for entry in entries:
+            out.append(self._entry_wire(entry))
+            if pace.due():
+                await pace.pause()
+        return out
+
+    async def _snapshot_frames(self) -> list[tuple[str, Any]]:
         local = self.registry.local
-        entries = [self._entry_wire(e) for e in local.entries.values()]
+        version = local.version
+        entries = await self._wire_entries(list(local.entries.values()))
         parts = max(1, -(-len(entries) // self.chunk))
         return [
             (
@@ -1720,7 +1772,7 @@ class Coordinator:
                 [
                     local.node,
                     local.boot_id,
-                    local.version,
+                    version,
                     i,
                     parts,
                     entries[i * self.chunk : (i + 1) * self.chunk],
@@ -1742,7 +1794,7 @@ class Coordinator:
 
     async def _send_snapshot_frames(self, peer: str) -> None:
         self._behind.discard(peer)
-        for kind, frame in self._snapshot_frames():
+        for kind, frame in await self._snapshot_frames():
             if not await self._send(peer, kind, frame):
                 self._behind.add(peer)
                 return
@@ -1831,31 +1883,43 @@ class Coordinator:
                 events.emit(Hook.REGISTRY_PID_REMOVED, PidRemoved(change.child_id, [change.node]))
         self._wake.set()
 
-    def _entries_from_wire(self, items: Iterable[Any]) -> list[Entry]:
-        decoded = [entry_from_wire(item, self.desired.get) for item in items]
+    async def _entries_from_wire(self, items: Iterable[Any]) -> list[Entry]:
+        """Decode registry entries (paced) and learn the records they carry."""
+        known = self.desired.get
+        pace = Pace()
+        decoded = []
+        for item in items:
+            decoded.append(entry_from_wire(item, known))
+            if pace.due():
+                await pace.pause()
         self._learn(record for record, _ in decoded)
         return [entry for _, entry in decoded]
 
-    def _apply_delta(self, peer: str, payload: Any) -> bool:
+    async def _apply_delta(self, peer: str, payload: Any) -> bool:
         """Apply a peer's delta; False when there is a gap (a snapshot is needed)."""
         node, boot, base, version, ops = payload
-        decoded: list[tuple[str, Entry | str]] = []
-        for cid, op in ops:
-            if isinstance(op, str):
-                decoded.append((cid, op))
-            else:
-                decoded.append((cid, self._entries_from_wire([op])[0]))
+        member = self.members.get(peer)
+        written = [op for _, op in ops if not isinstance(op, str)]
+        entries = iter(await self._entries_from_wire(written))
+        decoded: list[tuple[str, Entry | str]] = [
+            (cid, op if isinstance(op, str) else next(entries)) for cid, op in ops
+        ]
+        if self.members.get(peer) != member:
+            return True  # it left (or restarted) while the delta was decoded: nothing to apply
         changes = self.registry.apply(Delta(node, boot, int(base), int(version), tuple(decoded)))
         if changes is None:
             return False
         self._apply_changes(changes)
         return True
 
-    def _apply_snapshot_part(self, payload: Any) -> None:
+    async def _apply_snapshot_part(self, payload: Any) -> None:
         node, boot, version, part, parts, items = payload
         if node == self.node or not 0 <= part < parts <= MAX_SNAPSHOT_PARTS:
             return
-        entries = self._entries_from_wire(items)
+        member = self.members.get(node)
+        entries = await self._entries_from_wire(items)
+        if self.members.get(node) != member:
+            return  # it left (or restarted) while the part was decoded
         if part == 0:
             self._parts[node] = (boot, version, parts, entries, asyncio.get_running_loop().time())
         else:
@@ -1870,7 +1934,7 @@ class Coordinator:
                 self.registry.load(Snapshot(node, boot, int(version), tuple(held[3])))
             )
             early = self._early.pop(node, [])
-            if not all([self._apply_delta(node, delta) for delta in early]):
+            if not all([await self._apply_delta(node, delta) for delta in early]):
                 self.runtime.own(self._catch_up(node), f"catch-up:{node}")  # still a gap
             elif self.members.get(node) == boot:
                 self._synced(node)
@@ -1932,19 +1996,30 @@ class Coordinator:
         :data:`STABLE_DIFF` (a difference that changes is records still in flight)."""
         boot, version, digests, state = payload
         name = peer.name
+        now = asyncio.get_running_loop().time()
         part = self.registry.partitions.get(name)
-        current = part is not None and part.boot_id == boot and part.version >= version
+        same_boot = part is not None and part.boot_id == boot
+        current = same_boot and part is not None and part.version >= version
         if current and self.members.get(name) == boot:
             self._synced(name)
         held = self._parts.get(name)
-        if held is not None and asyncio.get_running_loop().time() - held[4] > STALE_SNAPSHOT:
+        if held is not None and now - held[4] > STALE_SNAPSHOT:
             del self._parts[name]  # its last parts never came: ask again
             self._early.pop(name, None)
             held = None
-        if not current and name in self.members and held is None:
-            self._ask_snapshot(name)
+        if current:
+            self._lagging.pop(name, None)
+        elif name in self.members and held is None:
+            if not same_boot or part is None:
+                self._ask_snapshot(name)
+            else:  # behind on the same boot: its deltas may still be on the way
+                target, since = self._lagging.setdefault(name, (version, now))
+                if part.version >= target:
+                    self._lagging[name] = (version, now)  # it caught up meanwhile: wait again
+                elif now - since >= BEHIND_GRACE:
+                    del self._lagging[name]
+                    self._ask_snapshot(name)
         mine = self.desired.digests()
-        now = asyncio.get_running_loop().time()
         before = self._differing.get(name, {})
         differing: dict[int, tuple[int, int, float]] = {}
         for i in self.desired.differing(digests):
@@ -1974,7 +2049,7 @@ class Coordinator:
 
     async def _background(self) -> None:
         """Anti-entropy rounds (faster while a topology change is not synchronized), tombstone
-        collection, and a full reconciliation every ``reconcile_interval``."""
+        collection, and the next part of the rolling sweep every ``reconcile_interval``."""
         loop = asyncio.get_running_loop()
         announce_at = loop.time()
         reconcile_at = loop.time() + self.reconcile_interval
@@ -2002,8 +2077,7 @@ class Coordinator:
                     )
             if now >= reconcile_at:
                 reconcile_at = now + self.reconcile_interval
-                self._full = True
-                self._wake.set()
+                self._sweep_next()
 
     # -- frames from peers ---------------------------------------------------------------------
 
@@ -2021,7 +2095,7 @@ class Coordinator:
             # record is learnt here without the partition that says where the child runs
             return None
         if kind == "delta":
-            if not self._apply_delta(peer.name, payload):
+            if not await self._apply_delta(peer.name, payload):
                 if peer.name in self._parts:  # a snapshot is arriving: apply it after that
                     early = self._early.setdefault(peer.name, [])
                     if len(early) < MAX_EARLY_DELTAS:
@@ -2033,7 +2107,7 @@ class Coordinator:
             self._learn(record_from_wire(r, self.desired.get) for r in payload)
             return None
         if kind == "snapshot":
-            self._apply_snapshot_part(payload)
+            await self._apply_snapshot_part(payload)
             return None
         if kind == "send_snapshot":
             await self._send_snapshot(peer.name)
@@ -2051,7 +2125,10 @@ class Coordinator:
         if kind == "final":
             records, (node, boot, version, items) = payload
             self._learn(record_from_wire(r, self.desired.get) for r in records)
-            entries = self._entries_from_wire(items)
+            member = self.members.get(peer.name)
+            entries = await self._entries_from_wire(items)
+            if self.members.get(peer.name) != member:
+                return None  # it is gone already: its partition went with it
             self._apply_changes(
                 self.registry.load(Snapshot(node, boot, int(version), tuple(entries)))
             )

@@ -13,6 +13,7 @@ from collections import deque
 from typing import Any
 
 from .hooks import HookManager
+from .pacing import Pace
 
 __all__ = ["EventPump"]
 
@@ -77,6 +78,7 @@ class EventPump:
         queue = self._queue
         dispatch = self._hooks.dispatch
         loop = asyncio.get_running_loop()
+        pace = Pace()
         while True:
             while queue:
                 event, data = queue.popleft()
@@ -85,6 +87,8 @@ class EventPump:
                         data.set_result(None)
                 else:
                     await dispatch(event, data)
+                if pace.due():  # a burst of events does not hold the loop for long
+                    await pace.pause()
             self._wake = loop.create_future()
             await self._wake
             self._wake = None

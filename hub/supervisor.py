@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from .errors import AlreadyStarted, HubError, NotFound, StartFailed, Timeout
+from .pacing import Pace
 from .pid import Pid
 from .process import (
     NO_STATE,
@@ -108,11 +109,15 @@ class _StartBatch:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.future: asyncio.Future[None] = loop.create_future()
-        self.pending = 0
+        self.pending = 1  # the spawning itself (the batch yields to the loop meanwhile)
         self.results: dict[str, Pid | HubError] = {}
 
     def settle(self, child_id: str, outcome: Pid | HubError) -> None:
         self.results[child_id] = outcome
+        self.release()
+
+    def release(self) -> None:
+        """One child (or the spawning of them all) is settled."""
         self.pending -= 1
         if self.pending == 0 and not self.future.done():
             self.future.set_result(None)
@@ -213,7 +218,10 @@ class Supervisor:
         complete."""
         batch = _StartBatch(asyncio.get_running_loop())
         results = batch.results
+        pace = Pace()
         for spec, metadata, arrival in items:
+            if pace.due():  # a large batch does not hold the event loop for long
+                await pace.pause()
             if self._closing:
                 results[spec.id] = HubError("supervisor is shutting down")
             elif spec.id in self.children:
@@ -226,6 +234,7 @@ class Supervisor:
                     self._spawn(child, batch, arrival)
                 except StartFailed as exc:
                     results[spec.id] = exc
+        batch.release()
         if batch.pending:
             try:
                 async with asyncio.timeout(timeout):

@@ -484,7 +484,11 @@ class Links:
             return web.Response(status=503, text="unreachable (fault injection)")
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30.0)
         ws.headers.update(headers)
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except (ConnectionError, aiohttp.ClientError) as exc:  # the peer gave up meanwhile
+            logger.debug("link %s<-%s: closed before it opened: %r", me.name, peer.name, exc)
+            return ws
         self._served.add(ws)
         slots = asyncio.Semaphore(self._max_requests)
         running: set[asyncio.Task[None]] = set()

@@ -132,12 +132,13 @@ class NodeProc:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         self.events.clear()
+        path = os.environ.get("PYTHONPATH")  # kept after the repository (e.g. a profiler's)
         self.proc = await asyncio.create_subprocess_exec(
             *cmd,
             cwd=ROOT,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), path)))},
             limit=64 * 1024 * 1024,
         )
         self._reader = asyncio.create_task(self._read())

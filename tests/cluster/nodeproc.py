@@ -119,7 +119,7 @@ def malloc_trim() -> bool:
     return True
 
 
-def make_specs(cmd: dict[str, Any]) -> list[ChildSpec]:
+async def make_specs(cmd: dict[str, Any]) -> list[ChildSpec]:
     """``ids`` (explicit) or ``n`` ids ``prefix0..`` ; ``proc`` names the process; ``args``
     (shared) or ``[i]`` (the default: a Counter starting at its index); ``spec``: further
     ChildSpec keyword arguments (``max_restarts``, ``metadata``, ...)."""
@@ -131,6 +131,8 @@ def make_specs(cmd: dict[str, Any]) -> list[ChildSpec]:
     for i, cid in enumerate(ids):
         args = shared if shared is not None else [_index(cid, i)]
         specs.append(ChildSpec(cid, proc, args=args, **extra))
+        if i % 1_000 == 999:  # 100,000 specs take a second: the node keeps answering probes
+            await asyncio.sleep(0)
     return specs
 
 
@@ -144,7 +146,7 @@ async def hub_command(hub: Hub | None, cmd: dict[str, Any]) -> None:
     assert hub is not None, "this node runs no hub"
     match cmd["cmd"]:
         case "start":
-            specs = make_specs(cmd)
+            specs = await make_specs(cmd)
             # "timeout": null (or absent with "default_timeout") uses the hub's default
             timeout = None if cmd.get("default_timeout") else cmd.get("timeout", 30)
             res = await hub.start_children(specs, timeout=timeout)
@@ -216,7 +218,8 @@ async def hub_command(hub: Hub | None, cmd: dict[str, Any]) -> None:
             reply(cmd, "locked", locked=hub.is_locked(), partitioned=hub.is_partitioned())
         case "try_start":  # a start that may be refused: the error, by name
             try:
-                res = await hub.start_children(make_specs(cmd), timeout=cmd.get("timeout", 10))
+                specs = await make_specs(cmd)
+                res = await hub.start_children(specs, timeout=cmd.get("timeout", 10))
             except HubError as exc:
                 reply(cmd, "tried", error=describe_error(exc))
             else:
