@@ -47,6 +47,7 @@ from .pid import Pid
 from .process import Call, Process, ProcessContext, ProcessExit
 from .spec import ChildSpec, RegistryRecord, StartResult, StopResult
 from .supervisor import Backoff, Buried
+from .tuning import tune_gc
 
 __version__ = "0.1.0"
 
@@ -101,4 +102,5 @@ __all__ = [
     "StopResult",
     "Timeout",
     "Unauthorized",
+    "tune_gc",
 ]

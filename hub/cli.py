@@ -40,6 +40,7 @@ from .cluster.node import Node, parse_address
 from .errors import HubError, InvalidSpec
 from .hub import Hub
 from .pid import Pid
+from .tuning import tune_gc
 
 __all__ = ["CliError", "build_parser", "main", "read_cookie"]
 
@@ -353,8 +354,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=5.0,
         metavar="SECONDS",
-        help="how often each hub reconciles placement, besides after every topology change "
-        "(default %(default)s)",
+        help="how often each hub plans the next 10,000 children again (a rolling safety net; "
+        "every change is planned at once anyway; default %(default)s)",
+    )
+    node.add_argument(
+        "--gc",
+        choices=("tuned", "default"),
+        default="tuned",
+        help="garbage collector thresholds: tuned for a large heap (hub.tune_gc; the default) "
+        "or Python's own",
     )
     node.add_argument(
         "--shutdown-timeout",
@@ -618,6 +626,8 @@ async def _serve(args: argparse.Namespace, cookie: str | None, apps: list[_App])
             f"--host {args.host!r} is a wildcard; give the address other nodes reach this one "
             "at (the node listens on it and advertises it)"
         )
+    if args.gc == "tuned":
+        tune_gc()
     try:
         node = Node(
             args.name,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping
+from itertools import islice
 from typing import Any, Literal, NamedTuple
 
 from .pid import Pid
@@ -108,7 +109,9 @@ class Partition:
         log = self._log
         if log is None or version > self.version or not log or log[0][0] > version + 1:
             return None
-        ops = tuple((cid, entry) for v, cid, entry in log if v > version)
+        # the log holds consecutive versions: the last ``self.version - version`` are wanted
+        recent = islice(log, len(log) - (self.version - version), None)
+        ops = tuple((cid, entry) for _, cid, entry in recent)
         return Delta(self.node, self.boot_id, version, self.version, ops)
 
     def snapshot(self) -> Snapshot:
@@ -170,6 +173,7 @@ class Registry:
                 if entries.pop(child_id, None) is not None:
                     changes.append(Change("removed", child_id, delta.node, None, entry))
             else:
+                child_id = entry.spec.id  # the key is the spec's own string (not a second copy)
                 old = entries.get(child_id)
                 entries[child_id] = entry
                 if old is None:

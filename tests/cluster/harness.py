@@ -83,6 +83,7 @@ class NodeProc:
         partition: str | None = None,
         trace_memory: bool = False,
         log: str | None = None,
+        tuned_gc: bool = False,
     ) -> None:
         self.options = {
             "seeds": seeds,
@@ -96,6 +97,7 @@ class NodeProc:
             "partition": partition,
             "trace_memory": trace_memory,
             "log": log,
+            "tuned_gc": tuned_gc,
         }
         cmd = [
             sys.executable,
@@ -128,6 +130,8 @@ class NodeProc:
             cmd += ["--tracemalloc"]
         if log:
             cmd += ["--log", log]
+        if tuned_gc:
+            cmd += ["--tuned-gc"]
         if self._reader is not None:  # a restart: the previous process's reader is done
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader

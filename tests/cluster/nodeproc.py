@@ -35,7 +35,7 @@ from collections import Counter
 from typing import Any
 
 import hub as hub_api
-from hub import WILDCARD, ChildSpec, Hook, HookHandler, Hub, HubError
+from hub import WILDCARD, ChildSpec, Hook, HookHandler, Hub, HubError, tune_gc
 from hub.cluster.membership import MemberEvent, NameConflict
 from hub.cluster.node import NodeEvent
 from strategies import (
@@ -442,9 +442,12 @@ async def main() -> None:
     )
     parser.add_argument("--tracemalloc", action="store_true", help="trace allocations from start")
     parser.add_argument("--log", default="WARNING")
+    parser.add_argument("--tuned-gc", action="store_true", help="hub.tune_gc() at start")
     args = parser.parse_args()
     if args.tracemalloc:
         tracemalloc.start()
+    if args.tuned_gc:
+        tune_gc()
     logging.basicConfig(
         level=args.log, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )

@@ -1,0 +1,41 @@
+"""``hub.tune_gc``: the collector thresholds it sets, what it returns, what it refuses."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+from hub import tune_gc
+from hub.tuning import GC_THRESHOLDS
+
+
+@pytest.fixture
+def thresholds() -> Iterator[None]:
+    saved = gc.get_threshold()
+    yield
+    gc.set_threshold(*saved)
+
+
+def test_tune_gc_sets_the_large_heap_thresholds_and_returns_the_previous_ones(
+    thresholds: None,
+) -> None:
+    gc.set_threshold(700, 10, 10)
+    assert tune_gc() == (700, 10, 10)
+    assert gc.get_threshold() == GC_THRESHOLDS == (10_000, 10, 1_000)
+
+
+def test_tune_gc_takes_explicit_thresholds(thresholds: None) -> None:
+    tune_gc((5_000, 5, 50))
+    assert gc.get_threshold() == (5_000, 5, 50)
+
+
+@pytest.mark.parametrize("bad", [(0, 10, 10), (10, 10), (1.5, 10, 10), (10, -1, 10)])
+def test_tune_gc_refuses_thresholds_that_are_not_three_positive_integers(
+    thresholds: None, bad: tuple[int, ...]
+) -> None:
+    before = gc.get_threshold()
+    with pytest.raises(ValueError, match="three positive integers"):
+        tune_gc(bad)  # type: ignore[arg-type]
+    assert gc.get_threshold() == before
