@@ -203,6 +203,7 @@ class Coordinator:
         self._expire_at = 0.0
         self._full = True
         self._sweep: list[str] = []  # the rest of the rolling reconciliation
+        self._slicing = False  # a plan is under way, slice by slice
         self._moving = asyncio.Semaphore(max(1, self.migration.max_concurrent))
         # registry sync state
         self._outgoing: dict[str, Record] = {}
@@ -680,35 +681,43 @@ class Coordinator:
                     self._dirty.add(cid)
         ids = list(candidates)
         wake_at: float | None = None
-        for i in range(0, len(ids), PLAN_SLICE):
-            if i:
-                await asyncio.sleep(0)  # membership probes and frames get their turn
-                now = loop.time()
-            part = ids[i : i + PLAN_SLICE]
-            plan = self.planner.plan(
-                self.view(),
-                self.owners,
-                self.desired,
-                self,
-                self._local_view(),
-                part,
-                busy=ChainMap(self._parked, self._busy) if self._parked else self._busy,
-                in_transit=self._in_transit,
-                arrived=self._arrived,
-                failures=self._failures,
-                now=now,
-            )
-            self._orphans.difference_update(part)
-            self._orphans.update(plan.orphans)
-            for item in plan.deferred:
-                heapq.heappush(self._deferred, item)
-            self._execute(plan, now)
-            if plan.wake_at is not None:
-                wake_at = plan.wake_at if wake_at is None else min(wake_at, plan.wake_at)
+        self._slicing = len(ids) > PLAN_SLICE  # not synchronized while slices remain
+        try:
+            for i in range(0, len(ids), PLAN_SLICE):
+                if i:
+                    await asyncio.sleep(0)  # membership probes and frames get their turn
+                    now = loop.time()
+                due = self._plan_slice(ids[i : i + PLAN_SLICE], now)
+                if due is not None:
+                    wake_at = due if wake_at is None else min(wake_at, due)
+        finally:
+            self._slicing = False
         if self._deferred:
             due = self._deferred[0][0]
             return due if wake_at is None else min(due, wake_at)
         return wake_at
+
+    def _plan_slice(self, part: list[str], now: float) -> float | None:
+        """Plan ``part`` and start executing its actions; returns the planner's wake time."""
+        plan = self.planner.plan(
+            self.view(),
+            self.owners,
+            self.desired,
+            self,
+            self._local_view(),
+            part,
+            busy=ChainMap(self._parked, self._busy) if self._parked else self._busy,
+            in_transit=self._in_transit,
+            arrived=self._arrived,
+            failures=self._failures,
+            now=now,
+        )
+        self._orphans.difference_update(part)
+        self._orphans.update(plan.orphans)
+        for item in plan.deferred:
+            heapq.heappush(self._deferred, item)
+        self._execute(plan, now)
+        return plan.wake_at
 
     def _sweep_next(self) -> None:
         """Plan the next :data:`SWEEP` children of the rolling reconciliation (a safety net:
@@ -841,6 +850,7 @@ class Coordinator:
             await hooks.dispatch(Hook.PRE_CHILDREN_REDISTRIBUTION, plan)
 
         async def to(target: str, ids: list[str]) -> None:
+            logger.info("hub %s: moving %d children to %s", self.hub_id, len(ids), target)
             for i in range(0, len(ids), MIGRATION_BATCH):
                 await self._migrate_batch(target, ids[i : i + MIGRATION_BATCH])
 
@@ -2038,7 +2048,7 @@ class Coordinator:
         self._check_synchronized()
 
     def _check_synchronized(self) -> None:
-        if not self._sync_pending or self.unsynced or self._busy or self._dirty:
+        if not self._sync_pending or self.unsynced or self._busy or self._dirty or self._slicing:
             return
         if synchronized(self._state(), self._peer_state, self.members, self.node):
             self._sync_pending = False

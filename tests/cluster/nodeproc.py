@@ -40,6 +40,7 @@ from hub.cluster.membership import MemberEvent, NameConflict
 from hub.cluster.node import NodeEvent
 from strategies import (
     ColdSwap,
+    ConsistentHashing,
     DynamicQuorum,
     Guided,
     HotSwap,
@@ -246,7 +247,9 @@ async def hub_command(hub: Hub | None, cmd: dict[str, Any]) -> None:
             reply(cmd, "memory", rss=rss, rss_trimmed=trimmed, traced=traced, top=top)
         case "watch":
             ids = cmd.get("ids") or [f"{cmd.get('prefix', 'c')}{i}" for i in range(cmd["count"])]
-            task = asyncio.create_task(watch(hub, ids, cmd.get("without"), cmd))
+            ring = ConsistentHashing(nodes=cmd["on"]) if cmd.get("on") else None
+            owner = {cid: ring.belongs_to(cid)[0] for cid in ids} if ring is not None else None
+            task = asyncio.create_task(watch(hub, ids, cmd.get("without"), cmd, owner))
             WATCHES.add(task)
             task.add_done_callback(WATCHES.discard)
             reply(cmd, "ok", cmd="watch")
@@ -257,9 +260,15 @@ async def hub_command(hub: Hub | None, cmd: dict[str, Any]) -> None:
 WATCHES: set[asyncio.Task[None]] = set()
 
 
-async def watch(hub: Hub, ids: list[str], without: str | None, cmd: dict[str, Any]) -> None:
+async def watch(
+    hub: Hub,
+    ids: list[str],
+    without: str | None,
+    cmd: dict[str, Any],
+    owner: dict[str, str] | None = None,
+) -> None:
     """Report the moment this node's registry shows every child of ``ids`` somewhere (and,
-    with ``without``, none of them on that node).
+    with ``without``, none of them on that node; with ``owner``, exactly once, on its owner).
 
     Public reads only (``hub.lookup``): a cursor walks the ids in order and stops at the first
     one not shown yet, so one look costs O(nodes) per id that became visible since the last
@@ -270,6 +279,8 @@ async def watch(hub: Hub, ids: list[str], without: str | None, cmd: dict[str, An
 
     def shown(cid: str) -> bool:
         where = hub.lookup(cid)
+        if owner is not None:
+            return len(where) == 1 and where[0][0] == owner[cid]
         return bool(where) and (without is None or all(n != without for n, _ in where))
 
     cursor = 0

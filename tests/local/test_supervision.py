@@ -261,3 +261,40 @@ async def test_a_function_process_moving_in_is_held_then_gets_the_old_mailbox_fi
         assert answered == ["old", "new"]  # the old copy's leftovers go first
         await wait_until(lambda: sup.children["f"].state == "running")
         assert [cid for cid, _ in hub.process_list("local")] == ["f"]
+
+
+async def test_a_start_batch_that_yields_between_children_reports_every_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A large batch gives the event loop a turn now and then (``hub.pacing``): children
+    spawned early finish ``init`` while later ones are still being spawned, and the batch must
+    still wait for, and report, every child (here it yields after every one)."""
+    from hub.pacing import Pace
+    from hub.supervisor import Supervisor
+
+    class Listener:
+        def child_started(self, child: Any, restarted: bool) -> None: ...
+        def child_crashed(self, child: Any, error: BaseException, attempt: int) -> None: ...
+        def child_removed(self, child: Any, kind: Any, reason: Any) -> None: ...
+
+    monkeypatch.setattr(Pace, "due", lambda self: True)
+    turns = 0
+
+    async def other_work() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    sup = Supervisor("n", "b", Listener())
+    ticker = asyncio.create_task(other_work())
+    specs = [(ChildSpec(f"c{i}", procs.Counter, args=[i]), {}, None) for i in range(50)]
+    try:
+        results = await sup.start_batch(specs, timeout=30.0)
+    finally:
+        ticker.cancel()
+    assert sorted(results) == sorted(f"c{i}" for i in range(50))
+    assert all(isinstance(r, Pid) for r in results.values())
+    assert turns >= 50  # the other task ran between the spawns
+    assert all(sup.children[f"c{i}"].state == "running" for i in range(50))
+    await asyncio.gather(*(sup.stop(f"c{i}") for i in range(50)))
