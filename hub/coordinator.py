@@ -1363,11 +1363,18 @@ class Coordinator:
                 await pace.pause()
         outcomes: list[tuple[str, Pid | HubError]] = []
 
+        mine = groups.get(self.node, ())
+        here = {r.spec.id for r in mine} if mine else set()
+
         async def start_on(target: str, records: list[Record]) -> None:
             if target == self.node:
                 outcomes.extend(await self.serve_start(records, timeout, 0, "start"))
-            else:
-                outcomes.extend(await self.start_remote(target, records, timeout, "start"))
+                return
+            # known here before the owner's registry entry carries them (no second decode);
+            # a start that fails writes its tombstone below. Not a record this node owns too
+            # (replicas): its own start (``serve_start``) learns those, busy, at the right time
+            self._learn(r for r in records if r.spec.id not in here)
+            outcomes.extend(await self.start_remote(target, records, timeout, "start"))
 
         async def batches_on(target: str, records: list[Record]) -> None:
             # one batch at a time per owner: each is answered within its own timeout, instead

@@ -22,7 +22,10 @@ live nodes that run it:
   target), and during the restart backoff after a failed start; past the child's restart
   intensity it buries the child instead (a replica that cannot start buries nothing);
 * a local copy whose record is stopped, buried, or newer than the copy (the child was
-  stopped and started again elsewhere) stops.
+  stopped and started again elsewhere) stops;
+* without replication, a child that runs elsewhere and not here needs nothing from this node,
+  whoever owns it (an owner waits for a stray copy to move in): its placement is not even
+  computed, which keeps planning cheap on a node that holds the registry of many children.
 
 A draining node is live (it answers messages and its copies count) but owns nothing, so its
 children move away and nothing is placed on it. While the hub is locked (quorum lost) the
@@ -242,6 +245,8 @@ class Planner:
             )
             if mine is not None:
                 copies = sorted([*copies, me])
+            elif copies and self.replication_factor == 1:
+                continue  # its one copy runs elsewhere: nothing to do here, whoever owns it
             owners = list(owners_of(cid))
             if not owners:
                 continue  # nowhere to place it (every live node drains): leave it where it is

@@ -197,14 +197,38 @@ class ChildSpec:
             ):
                 if value:
                     check_travels(value, f"ChildSpec {id!r}: {name}")
+        self._fill(
+            id,
+            ref,
+            plain_args,
+            plain_kwargs,
+            restart,
+            shutdown_timeout,
+            plain_metadata,
+            max_restarts,
+            max_seconds,
+        )
+
+    def _fill(
+        self,
+        id: str,
+        ref: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        restart: str,
+        shutdown_timeout: float,
+        metadata: Mapping[str, Any],
+        max_restarts: int,
+        max_seconds: float,
+    ) -> None:
         s = object.__setattr__
         s(self, "id", id)
         s(self, "start", sys.intern(ref))  # one string for the many specs of one kind
-        s(self, "args", plain_args)
-        s(self, "kwargs", plain_kwargs)
+        s(self, "args", args)
+        s(self, "kwargs", kwargs)
         s(self, "restart", _POLICY_NAMES[restart])  # shared strings and numbers: a node may
         s(self, "shutdown_timeout", _shared(float(shutdown_timeout)))  # hold many replicas
-        s(self, "metadata", plain_metadata)
+        s(self, "metadata", metadata)
         s(self, "max_restarts", max_restarts)
         s(self, "max_seconds", _shared(float(max_seconds)))
 
@@ -243,6 +267,10 @@ class ChildSpec:
     @classmethod
     def from_wire(cls, data: Any) -> ChildSpec:
         """Rebuild a spec from :meth:`to_wire` data, refusing anything malformed."""
+        if type(data) is dict:
+            spec = cls._from_plain(data)
+            if spec is not None:
+                return spec
         if not isinstance(data, Mapping):
             raise InvalidSpec(f"child spec must be a map, got {type(data).__name__}")
         unknown = set(data) - set(cls.__slots__)
@@ -255,6 +283,78 @@ class ChildSpec:
             raise InvalidSpec(f"malformed child spec: {exc}") from None
         finally:
             _FROM_WIRE.reset(token)
+
+    @classmethod
+    def _from_plain(cls, data: dict[str, Any]) -> ChildSpec | None:
+        """:meth:`from_wire` for what :meth:`to_wire` sends, with exact type checks (a node
+        decodes a spec for every child of the cluster); ``None`` for anything else, which
+        the full constructor then accepts or refuses with its reason."""
+        if not _WIRE_FIELDS.issuperset(data):
+            return None
+        cid = data.get("id")
+        start = data.get("start")
+        args = data.get("args", ())
+        kwargs = data.get("kwargs")
+        restart = data.get("restart", "permanent")
+        timeout = data.get("shutdown_timeout", 5.0)
+        metadata = data.get("metadata")
+        max_restarts = data.get("max_restarts", 3)
+        max_seconds = data.get("max_seconds", 5.0)
+        if not (
+            type(cid) is str
+            and 0 < len(cid) <= MAX_CHILD_ID_LENGTH
+            and type(start) is str
+            and type(args) in (list, tuple)
+            and (kwargs is None or type(kwargs) is dict)
+            and (metadata is None or type(metadata) is dict)
+            and type(restart) is str
+            and restart in _POLICY_NAMES
+            and type(max_restarts) is int
+            and max_restarts >= 0
+            and _plain_positive(timeout)
+            and _plain_positive(max_seconds)
+        ):
+            return None
+        module, sep, attr = start.partition(":")
+        if not (sep and module and attr):
+            return None
+        if kwargs and not all(type(key) is str for key in kwargs):
+            return None
+        spec = object.__new__(cls)
+        spec._fill(
+            cid,
+            start,
+            tuple(args) if args else (),
+            kwargs or _EMPTY,
+            restart,
+            timeout,
+            metadata or _EMPTY,
+            max_restarts,
+            max_seconds,
+        )
+        return spec
+
+
+_WIRE_FIELDS = frozenset(
+    (
+        "id",
+        "start",
+        "args",
+        "kwargs",
+        "restart",
+        "shutdown_timeout",
+        "metadata",
+        "max_restarts",
+        "max_seconds",
+    )
+)
+
+
+def _plain_positive(x: object) -> bool:
+    """A positive finite number that is exactly a float or an int (never a bool)."""
+    if type(x) is float or type(x) is int:
+        return x > 0 and math.isfinite(x)
+    return False
 
 
 def _plain(value: Any) -> Any:

@@ -309,3 +309,24 @@ def test_failover_starts_wait_for_starts_after_and_are_planned_again_then() -> N
         view, owners({"c": ["a"]}), table(record("c")), Running({}), {}, ["c"], now=5.0
     )
     assert later.actions == [Start("c", record("c"), "failover")]
+
+
+def test_without_replication_a_child_running_elsewhere_needs_no_placement_here() -> None:
+    """One copy runs on a live peer and none here: nothing to do, and the ring is not even
+    asked (a node holds registry entries for every child of the cluster). Under replication
+    the placement still decides (a missing replica starts here)."""
+    asked: list[str] = []
+
+    def ring(cid: str) -> list[str]:
+        asked.append(cid)
+        return ["b", "a"]
+
+    desired = table(record("c"))
+    running = Running({"c": [("a", 1)]})
+    plan = Planner().plan(view("b", "a"), ring, desired, running, {}, ["c"])
+    assert (plan.actions, plan.orphans, asked) == ([], [], [])
+    replicated = Planner(replication_factor=2).plan(
+        view("b", "a"), ring, desired, running, {}, ["c"], now=10.0
+    )
+    assert asked == ["c"]
+    assert replicated.actions == [Start("c", record("c"), "replica", "active")]

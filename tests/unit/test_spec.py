@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from types import MappingProxyType
+from typing import Any
+
 import msgpack
 import pytest
 
@@ -141,3 +144,66 @@ def test_backoff_grows_exponentially_with_bounded_jitter() -> None:
     assert b.delay(50, 0.0) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="base"):
         Backoff(base=0, cap=1)
+
+
+def _wire_variants() -> list[dict[str, Any]]:
+    base = ChildSpec(
+        "c1", "tests.procs:Counter", args=[5], kwargs={"k": 1}, metadata={"tag": "a"}
+    ).to_wire()
+    changes: list[dict[str, Any]] = [
+        {},
+        {"args": []},
+        {"args": (1, 2)},
+        {"kwargs": {}},
+        {"kwargs": None},
+        {"metadata": {}},
+        {"restart": "transient"},
+        {"shutdown_timeout": 1},
+        {"max_seconds": 0.5, "max_restarts": 0},
+        # refused, or taken by the full constructor (each outcome must be the same)
+        {"id": ""},
+        {"id": 7},
+        {"id": "x" * 513},
+        {"start": "nomodule"},
+        {"start": ":Name"},
+        {"start": 3},
+        {"args": "abc"},
+        {"args": {"a": 1}},
+        {"kwargs": {1: 2}},
+        {"kwargs": []},
+        {"metadata": [1]},
+        {"restart": "sometimes"},
+        {"restart": ["permanent"]},
+        {"shutdown_timeout": 0},
+        {"shutdown_timeout": True},
+        {"shutdown_timeout": float("inf")},
+        {"shutdown_timeout": "5"},
+        {"max_restarts": -1},
+        {"max_restarts": True},
+        {"max_restarts": 1.0},
+        {"max_seconds": float("nan")},
+        {"extra": 1},
+    ]
+    return [{**base, **change} for change in changes] + [
+        {k: v for k, v in base.items() if k not in ("kwargs", "metadata", "restart")}
+    ]
+
+
+@pytest.mark.parametrize("data", _wire_variants())
+def test_from_wire_decodes_plain_data_as_the_full_constructor_does(data: dict[str, Any]) -> None:
+    """The exact-type fast path of ``from_wire`` (plain dicts, as msgpack gives them) gives
+    the same spec as the full constructor, or leaves the refusal to it."""
+    try:
+        slow: ChildSpec | str = ChildSpec.from_wire(MappingProxyType(data))  # the full path
+    except InvalidSpec as exc:
+        slow = str(exc)
+    try:
+        fast: ChildSpec | str = ChildSpec.from_wire(dict(data))
+    except InvalidSpec as exc:
+        fast = str(exc)
+    assert fast == slow
+    if isinstance(fast, ChildSpec):
+        assert isinstance(slow, ChildSpec)
+        for name in ChildSpec.__slots__:
+            assert getattr(fast, name) == getattr(slow, name), name
+            assert type(getattr(fast, name)) is type(getattr(slow, name)), name
