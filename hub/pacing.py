@@ -37,8 +37,3 @@ class Pace:
     async def pause(self) -> None:
         await asyncio.sleep(0)
         self._until = time.perf_counter() + self._slice
-
-    async def tick(self) -> None:
-        """:meth:`pause` if the slice is used up."""
-        if time.perf_counter() >= self._until:
-            await self.pause()

@@ -371,7 +371,7 @@ def hub_hooks(holder: list[Hub]) -> dict[Hook | str, list[HookHandler]]:
     }
 
     def synchronized(data: Any) -> None:
-        emit(ev="synchronized", entries=len(holder[0].process_list()) if holder else None)
+        emit(ev="synchronized", entries=len(holder[0].runtime.registry) if holder else None)
 
     hooks[Hook.PROCESS_STARTUPS] = [HookHandler("count", count_startups)]
     hooks[Hook.CHILDREN_MIGRATED] = [
