@@ -172,8 +172,8 @@ async def memory_per_entry(n: int) -> dict[str, Any]:
             )
         )
         marks = [len(p.events) for p in watched]
-        for p in watched:
-            await p.command(cmd="watch", ids=ids, count=n)
+        for p in watched:  # by count: 100,000 ids sent to a node would be memory it measures
+            await p.command(cmd="watch", total=n)
         reply = await first.command(cmd="start", ids=ids, reply_timeout=LONG)
         assert reply["ok"] == n, reply
         if await reached(list(watched), marks, LONG) is None:

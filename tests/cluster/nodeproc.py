@@ -14,7 +14,8 @@ Commands (a command may carry ``rid``; its reply echoes it): ``members``, ``part
 ``heal``, ``drop``, ``delay``, ``stats``, ``leave`` (graceful stop of hub and node, then exit),
 and with a hub: ``start``, ``stop``, ``stop_all``, ``registry``, ``local``, ``lookup``,
 ``nodes``, ``startups``, ``buried``, ``call``, ``cast``, ``drain``, ``hub_stop``, ``memory``,
-``watch``, ``locked``, ``try_start``, ``modes``.
+``watch`` (``ids``, or ``count`` with ``prefix``; ``on``: exactly once on its owner; ``total``:
+the registry holds that many children), ``locked``, ``try_start``, ``modes``.
 Hub commands run concurrently (each in its own task); a command that raises answers
 ``{"ev": "error"}``. Every read goes through the hub's public API.
 """
@@ -245,6 +246,11 @@ async def hub_command(hub: Hub | None, cmd: dict[str, Any]) -> None:
                 stats = tracemalloc.take_snapshot().statistics("lineno")[: cmd["top"]]
                 top = [[str(st.traceback[0]), st.size, st.count] for st in stats]
             reply(cmd, "memory", rss=rss, rss_trimmed=trimmed, traced=traced, top=top)
+        case "watch" if "total" in cmd:  # no ids: the registry holds this many children
+            task = asyncio.create_task(watch_total(hub, int(cmd["total"]), cmd))
+            WATCHES.add(task)
+            task.add_done_callback(WATCHES.discard)
+            reply(cmd, "ok", cmd="watch")
         case "watch":
             ids = cmd.get("ids") or [f"{cmd.get('prefix', 'c')}{i}" for i in range(cmd["count"])]
             ring = ConsistentHashing(nodes=cmd["on"]) if cmd.get("on") else None
@@ -295,6 +301,14 @@ async def watch(
             cursor = missing
         await asyncio.sleep(0.001)
     reply(cmd, "reached", count=count)
+
+
+async def watch_total(hub: Hub, total: int, cmd: dict[str, Any]) -> None:
+    """Report the moment this node's registry holds ``total`` children (it allocates nothing
+    per child: memory measurements use it)."""
+    while len(hub.runtime.registry) < total:  # noqa: ASYNC110 (a probe: no event to wait on)
+        await asyncio.sleep(0.01)
+    reply(cmd, "reached", count=total)
 
 
 async def run_hub_command(hub: Hub | None, cmd: dict[str, Any]) -> None:
