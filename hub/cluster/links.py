@@ -53,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 LINK_PATH = "/processhub/v1/link"
 MAX_FRAME_BYTES = 16 * 1024 * 1024
+#: queued frames are merged into one websocket message up to this size (a larger frame goes
+#: alone): the receiver decodes a message in one go, so this bounds how long that takes
+MERGE_BYTES = 1024 * 1024
 ONEWAY, REQUEST, RESPONSE, BATCH = 0, 1, 2, 3
 MAX_OUTBOX = 10_000  # frames queued on one link before senders wait for the writer
 MAX_ERROR_CHARS = 4096  # an error response's message is cut to this length
@@ -193,14 +196,15 @@ class _Link:
             self._drained.set()
 
     def _take(self) -> list[bytes]:
-        """The queued frames that fit in one websocket message (at most
-        :data:`MAX_FRAME_BYTES`, the receiver's limit); the rest wait for the next write."""
+        """The queued frames for one websocket message: as many as fit in :data:`MERGE_BYTES`,
+        or one larger frame alone (at most :data:`MAX_FRAME_BYTES`, the receiver's limit); the
+        rest wait for the next write."""
         outbox = self._outbox
         size = 0
         count = 0
         for frame in outbox:
             size += len(frame) + 5
-            if count and size > MAX_FRAME_BYTES - 16:
+            if count and size > MERGE_BYTES:
                 break
             count += 1
         taken, self._outbox = outbox[:count], outbox[count:]
