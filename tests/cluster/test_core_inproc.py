@@ -248,3 +248,48 @@ def test_a_spec_of_plain_data_is_accepted() -> None:
         metadata={"tags": ["x", "y"], "node": "a"},
     )
     assert ChildSpec.from_wire(spec.to_wire()) == spec
+
+
+async def test_a_lost_last_delta_is_repaired_by_a_snapshot_once_its_grace_is_over(
+    nodes: Nodes,
+) -> None:
+    """Anti-entropy gives a peer's announced-but-missing changes ``BEHIND_GRACE`` to arrive
+    (they are usually deltas still on the way) before it asks for a snapshot: a delta that was
+    really lost, with no later delta to reveal the gap, is still repaired."""
+    from hub.coordinator import BEHIND_GRACE
+    from strategies import PubSub
+
+    sync = PubSub(anti_entropy_interval=0.2)
+    a = await nodes.add("a", synchronization=sync)
+    b = await nodes.add("b", synchronization=sync)
+    first = owned(["a", "b"], lambda owner: owner == "a", prefix="first")
+    await a.start_child(ChildSpec(first, procs.Counter))  # b is current: a sends deltas now
+    await wait_until(lambda: bool(b.lookup(first)), timeout=DEADLINE)
+    coordinator = b.coordinator
+    assert coordinator is not None
+    handle = coordinator._handle
+    lost: list[Any] = []
+    asked: list[str] = []
+
+    async def lossy(peer: Any, kind: str, payload: Any) -> Any:
+        if kind == "delta" and peer.name == "a" and not lost:
+            lost.append(payload)  # the frame never reaches b's registry
+            return None
+        return await handle(peer, kind, payload)
+
+    coordinator._handle = lossy  # type: ignore[method-assign]
+    ask = coordinator._ask_snapshot
+
+    def asking(peer: str) -> None:
+        asked.append(peer)
+        ask(peer)
+
+    coordinator._ask_snapshot = asking  # type: ignore[method-assign]
+    cid = owned(["a", "b"], lambda owner: owner == "a")
+    await a.start_child(ChildSpec(cid, procs.Counter))
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await wait_until(lambda: bool(lost), timeout=DEADLINE)
+    await wait_until(lambda: [n for n, _ in b.lookup(cid)] == ["a"], timeout=DEADLINE)
+    assert asked and set(asked) == {"a"}
+    assert loop.time() - began >= BEHIND_GRACE  # not asked before the grace was over
