@@ -71,7 +71,7 @@ from .events import (
 )
 from .local import LocalRuntime
 from .messaging import Messenger
-from .pacing import Pace
+from .pacing import Pace, RollingSweep, paced
 from .pid import Pid
 from .planner import (
     Bury,
@@ -202,7 +202,7 @@ class Coordinator:
         self.settle_time = float(endpoint.config.probe_interval)
         self._expire_at = 0.0
         self._full = True
-        self._sweep: list[str] = []  # the rest of the rolling reconciliation
+        self._sweep = RollingSweep(SWEEP)  # the rolling reconciliation
         self._slicing = False  # a plan is under way, slice by slice
         self._moving = asyncio.Semaphore(max(1, self.migration.max_concurrent))
         # registry sync state
@@ -664,7 +664,7 @@ class Coordinator:
         loop = asyncio.get_running_loop()
         if self._full:
             self._full = False
-            self._sweep.clear()
+            self._sweep.restart()
             candidates = {*self.desired.ids(), *self.runtime.child_ids()}
             self._dirty.clear()
         else:
@@ -723,11 +723,9 @@ class Coordinator:
         """Plan the next :data:`SWEEP` children of the rolling reconciliation (a safety net:
         changes mark what they affect; this visits every child within a few
         ``reconcile_interval`` periods at a bounded cost per period)."""
-        if not self._sweep:
-            self._sweep = list({*self.desired.ids(), *self.runtime.child_ids()})
-        part = self._sweep[-SWEEP:]
-        del self._sweep[-SWEEP:]
-        self._dirty.update(part)
+        self._dirty.update(
+            self._sweep.next(lambda: [*self.desired.ids(), *self.runtime.child_ids()])
+        )
         self._wake.set()
 
     def _execute(self, plan: Plan, now: float) -> None:
@@ -1725,8 +1723,7 @@ class Coordinator:
             for i in range(0, len(records), self.chunk):
                 frames.append(("records", records[i : i + self.chunk]))
         if delta is not None and delta.ops:
-            changed = [e for _, e in delta.ops if not isinstance(e, str)]
-            wired = iter(await self._wire_entries(changed))
+            ops = await paced(self._op_wire, delta.ops)
             for i in range(0, len(delta.ops), self.chunk):
                 part = Delta(
                     local.node,
@@ -1735,8 +1732,7 @@ class Coordinator:
                     delta.base + min(len(delta.ops), i + self.chunk),
                     delta.ops[i : i + self.chunk],
                 )
-                # the entries in order, encoded above
-                frames.append(("delta", delta_to_wire(part, lambda _: next(wired))))
+                frames.append(("delta", delta_to_wire(part, ops[i : i + self.chunk])))
         snapshot_frames = await self._snapshot_frames() if behind else []
 
         if not peers:
@@ -1768,20 +1764,14 @@ class Coordinator:
             ),
         )
 
-    async def _wire_entries(self, entries: Iterable[Entry]) -> list[list[Any]]:
-        """Registry entries in their wire form (paced)."""
-        pace = Pace()
-        out = []
-        for entry in entries:
-            out.append(self._entry_wire(entry))
-            if pace.due():
-                await pace.pause()
-        return out
+    def _op_wire(self, op: tuple[str, Entry | str]) -> list[Any]:
+        cid, entry = op
+        return [cid, entry if isinstance(entry, str) else self._entry_wire(entry)]
 
     async def _snapshot_frames(self) -> list[tuple[str, Any]]:
         local = self.registry.local
         version = local.version
-        entries = await self._wire_entries(list(local.entries.values()))
+        entries = await paced(self._entry_wire, list(local.entries.values()))
         parts = max(1, -(-len(entries) // self.chunk))
         return [
             (
@@ -1900,29 +1890,29 @@ class Coordinator:
                 events.emit(Hook.REGISTRY_PID_REMOVED, PidRemoved(change.child_id, [change.node]))
         self._wake.set()
 
-    async def _entries_from_wire(self, items: Iterable[Any]) -> list[Entry]:
-        """Decode registry entries (paced) and learn the records they carry."""
+    async def _entries_from_wire(self, peer: str, items: Iterable[Any]) -> list[Entry] | None:
+        """Decode registry entries of ``peer``'s partition (paced) and learn the records they
+        carry; ``None`` when ``peer`` left or restarted meanwhile (nothing of it applies)."""
+        member = self.members.get(peer)
         known = self.desired.get
-        pace = Pace()
-        decoded = []
-        for item in items:
-            decoded.append(entry_from_wire(item, known))
-            if pace.due():
-                await pace.pause()
+        decoded = await paced(lambda item: entry_from_wire(item, known), items)
+        if self.members.get(peer) != member:
+            return None
         self._learn(record for record, _ in decoded)
         return [entry for _, entry in decoded]
 
     async def _apply_delta(self, peer: str, payload: Any) -> bool:
         """Apply a peer's delta; False when there is a gap (a snapshot is needed)."""
         node, boot, base, version, ops = payload
-        member = self.members.get(peer)
-        written = [op for _, op in ops if not isinstance(op, str)]
-        entries = iter(await self._entries_from_wire(written))
+        written = await self._entries_from_wire(
+            peer, [op for _, op in ops if not isinstance(op, str)]
+        )
+        if written is None:
+            return True  # it left (or restarted) while the delta was decoded: nothing to apply
+        entries = iter(written)
         decoded: list[tuple[str, Entry | str]] = [
             (cid, op if isinstance(op, str) else next(entries)) for cid, op in ops
         ]
-        if self.members.get(peer) != member:
-            return True  # it left (or restarted) while the delta was decoded: nothing to apply
         changes = self.registry.apply(Delta(node, boot, int(base), int(version), tuple(decoded)))
         if changes is None:
             return False
@@ -1933,9 +1923,8 @@ class Coordinator:
         node, boot, version, part, parts, items = payload
         if node == self.node or not 0 <= part < parts <= MAX_SNAPSHOT_PARTS:
             return
-        member = self.members.get(node)
-        entries = await self._entries_from_wire(items)
-        if self.members.get(node) != member:
+        entries = await self._entries_from_wire(node, items)
+        if entries is None:
             return  # it left (or restarted) while the part was decoded
         if part == 0:
             self._parts[node] = (boot, version, parts, entries, asyncio.get_running_loop().time())
@@ -2015,8 +2004,8 @@ class Coordinator:
         name = peer.name
         now = asyncio.get_running_loop().time()
         part = self.registry.partitions.get(name)
-        same_boot = part is not None and part.boot_id == boot
-        current = same_boot and part is not None and part.version >= version
+        held_version = part.version if part is not None and part.boot_id == boot else None
+        current = held_version is not None and held_version >= version
         if current and self.members.get(name) == boot:
             self._synced(name)
         held = self._parts.get(name)
@@ -2027,11 +2016,11 @@ class Coordinator:
         if current:
             self._lagging.pop(name, None)
         elif name in self.members and held is None:
-            if not same_boot or part is None:
+            if held_version is None:
                 self._ask_snapshot(name)
             else:  # behind on the same boot: its deltas may still be on the way
                 target, since = self._lagging.setdefault(name, (version, now))
-                if part.version >= target:
+                if held_version >= target:
                     self._lagging[name] = (version, now)  # it caught up meanwhile: wait again
                 elif now - since >= BEHIND_GRACE:
                     del self._lagging[name]
@@ -2142,9 +2131,8 @@ class Coordinator:
         if kind == "final":
             records, (node, boot, version, items) = payload
             self._learn(record_from_wire(r, self.desired.get) for r in records)
-            member = self.members.get(peer.name)
-            entries = await self._entries_from_wire(items)
-            if self.members.get(peer.name) != member:
+            entries = await self._entries_from_wire(peer.name, items)
+            if entries is None:
                 return None  # it is gone already: its partition went with it
             self._apply_changes(
                 self.registry.load(Snapshot(node, boot, int(version), tuple(entries)))

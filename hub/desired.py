@@ -104,6 +104,17 @@ class Record(NamedTuple):
             self.pin,
         ]
 
+    @staticmethod
+    def wire_identity(data: Any) -> tuple[str, tuple[Any, Any, Any, Any]] | None:
+        """``(child id, key)`` of the :meth:`to_wire` form ``data`` without decoding it (the
+        key in :meth:`key` order), or ``None`` if ``data`` does not look like one."""
+        if not isinstance(data, list) or len(data) != 9 or not isinstance(data[0], dict):
+            return None
+        cid = data[0].get("id")
+        if not isinstance(cid, str):
+            return None
+        return cid, (data[2], data[4], data[7], data[3])
+
     @classmethod
     def from_wire(cls, data: Any) -> Record:
         if not isinstance(data, list) or len(data) != 9:

@@ -1,4 +1,4 @@
-"""Cooperative time slicing for long synchronous loops.
+"""Cooperative time slicing for long synchronous loops, and a rolling sweep.
 
 The hub shares its event loop with the membership protocol, which answers probes within a
 fraction of a second: a loop that plans, decodes or starts 100,000 children in one go would
@@ -10,12 +10,19 @@ loops give the event loop a turn once their slice is used up::
         work(item)
         if pace.due():
             await pace.pause()
+
+or, for a plain map, ``await paced(work, items)``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: seconds of synchronous work between two turns of the event loop
 SLICE = 0.02
@@ -37,3 +44,39 @@ class Pace:
     async def pause(self) -> None:
         await asyncio.sleep(0)
         self._until = time.perf_counter() + self._slice
+
+
+async def paced(function: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``[function(item) for item in items]``, with a turn of the event loop every slice."""
+    pace = Pace()
+    out = []
+    for item in items:
+        out.append(function(item))
+        if pace.due():
+            await pace.pause()
+    return out
+
+
+class RollingSweep:
+    """Visits a changing population ``size`` at a time: each :meth:`next` returns the next
+    part of a round; a round is a snapshot of the population taken when the previous one was
+    used up, so every member present at its start is visited once per round."""
+
+    __slots__ = ("_rest", "size")
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        self.size = size
+        self._rest: list[str] = []
+
+    def next(self, population: Callable[[], Iterable[str]]) -> list[str]:
+        if not self._rest:
+            self._rest = list(dict.fromkeys(population()))
+        part = self._rest[-self.size :]
+        del self._rest[-self.size :]
+        return part
+
+    def restart(self) -> None:
+        """Forget the round under way (everyone was just visited some other way)."""
+        self._rest.clear()

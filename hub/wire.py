@@ -87,13 +87,11 @@ def record_from_wire(data: Any, known: Callable[[str], Record | None] | None = N
 
 def _held(data: Any, known: Callable[[str], Record | None]) -> Record | None:
     """The table's record when ``data`` is the wire form of that very version."""
-    if not isinstance(data, list) or len(data) != 9 or not isinstance(data[0], dict):
+    identity = Record.wire_identity(data)
+    if identity is None:
         return None
-    cid = data[0].get("id")
-    held = known(cid) if isinstance(cid, str) else None
-    if held is not None and held.key() == (data[2], data[4], data[7], data[3]):
-        return held
-    return None
+    held = known(identity[0])
+    return held if held is not None and held.key() == identity[1] else None
 
 
 def entry_to_wire(entry: Entry, record: Record) -> list[Any]:
@@ -113,10 +111,9 @@ def entry_from_wire(item: Any, known: Callable[[str], Record | None]) -> tuple[R
     return record, Entry.of(record.spec, pid_from_wire(pid_wire), record.metadata, epoch)
 
 
-def delta_to_wire(delta: Delta, entry_wire: Callable[[Entry], list[Any]]) -> list[Any]:
-    ops = [
-        [cid, entry if isinstance(entry, str) else entry_wire(entry)] for cid, entry in delta.ops
-    ]
+def delta_to_wire(delta: Delta, ops: list[list[Any]]) -> list[Any]:
+    """``delta`` with its ``ops`` in wire form (``[child_id, entry wire or reason]``, encoded
+    by the caller: the entries carry the writer's records)."""
     return [delta.node, delta.boot_id, delta.base, delta.version, ops]
 
 

@@ -78,6 +78,11 @@ class RemoteError(HubError):
         super().__init__(f"{peer}: {kind}: {message}")
 
 
+class Packed(bytes):
+    """A one-way frame packed once (:meth:`Links.pack`), to send to several peers. A type of
+    its own, so that a payload that merely is ``bytes`` is never taken for a packed frame."""
+
+
 def _pack(frame: list[Any]) -> bytes:
     try:
         data: bytes = msgpack.packb(frame, use_bin_type=True)
@@ -160,12 +165,12 @@ class _Link:
         self.closed = False
         self.closed_by_us = False
 
-    async def send(self, frame: list[Any] | bytes) -> None:
-        """Queue a frame (packed now, so a bad payload fails its own sender; ``bytes`` are a
-        frame packed already, see :meth:`Links.pack`)."""
+    async def send(self, frame: list[Any] | Packed) -> None:
+        """Queue a frame (packed now, so a bad payload fails its own sender, unless it is a
+        :class:`Packed` one already)."""
         if self.closed:
             raise LinkError(f"link to {self.peer.name} is closed")
-        self._outbox.append(frame if isinstance(frame, bytes) else _pack(frame))
+        self._outbox.append(frame if isinstance(frame, Packed) else _pack(frame))
         self._queued.set()
         if len(self._outbox) >= MAX_OUTBOX:
             self._drained.clear()
@@ -345,18 +350,18 @@ class Links:
     # -- sending -------------------------------------------------------------------------------
 
     @staticmethod
-    def pack(hub_id: str, kind: str, payload: Any) -> bytes:
+    def pack(hub_id: str, kind: str, payload: Any) -> Packed:
         """A one-way frame packed once, to :meth:`send` to several peers."""
-        return _pack([ONEWAY, 0, hub_id, kind, payload])
+        return Packed(_pack([ONEWAY, 0, hub_id, kind, payload]))
 
     async def send(
         self, peer: str, hub_id: str, kind: str, payload: Any, *, timeout: float = 5.0
     ) -> None:
         """Deliver a one-way frame (in order with earlier ones to the same peer). ``payload``
-        may be a frame from :meth:`pack` (``bytes``: ``kind`` is then only for the logs)."""
+        may be a frame from :meth:`pack` (``kind`` is then only for the logs)."""
         link = await self._link(peer, timeout)
         await link.send(
-            payload if isinstance(payload, bytes) else [ONEWAY, 0, hub_id, kind, payload]
+            payload if isinstance(payload, Packed) else [ONEWAY, 0, hub_id, kind, payload]
         )
 
     async def request(

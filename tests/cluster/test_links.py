@@ -165,3 +165,53 @@ async def test_an_error_response_carries_a_bounded_message(pair: tuple[Node, Nod
         await a.links.request("b", "h", "x", None, timeout=5)
     assert caught.value.kind == "HubError"
     assert caught.value.message == "x" * MAX_ERROR_CHARS + "..."
+
+
+async def test_queued_frames_are_merged_into_messages_of_at_most_merge_bytes(
+    pair: tuple[Node, Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer merges what is queued (fewer messages), but never beyond ``MERGE_BYTES``
+    unless one frame is larger by itself: the receiver decodes a message in one go."""
+    from hub.cluster import links as links_module
+    from hub.cluster.links import MERGE_BYTES
+
+    a, b = pair
+    messages: list[tuple[int, int]] = []  # (bytes, frames) per websocket message received
+    decode = links_module._frames
+
+    def spy(data: bytes) -> list[list[Any]]:
+        frames = decode(data)
+        messages.append((len(data), len(frames)))
+        return frames
+
+    monkeypatch.setattr(links_module, "_frames", spy)
+    seen: list[int] = []
+
+    async def handler(peer: NodeId, kind: str, payload: Any) -> None:
+        seen.append(len(payload))
+
+    b.links.register("h", handler)
+    await a.links.request("b", "h", "note", "", timeout=5)  # the link is up
+    messages.clear()
+    sizes = [100_000] * 40 + [3 * MERGE_BYTES]  # 4 MB of small frames, then one large one
+    await asyncio.gather(*(a.links.send("b", "h", "note", "x" * n) for n in sizes))
+    await wait_until(lambda: len(seen) >= len(sizes) + 1)
+    assert sorted(seen[1:]) == sorted(sizes)
+    assert any(frames > 1 for _, frames in messages)  # merged
+    assert all(size <= MERGE_BYTES + 64 or frames == 1 for size, frames in messages)
+
+
+async def test_a_bytes_payload_is_a_payload_and_a_packed_frame_goes_as_it_is(
+    pair: tuple[Node, Node],
+) -> None:
+    a, b = pair
+    seen: list[Any] = []
+
+    async def handler(peer: NodeId, kind: str, payload: Any) -> None:
+        seen.append((kind, payload))
+
+    b.links.register("h", handler)
+    await a.links.send("b", "h", "raw", b"\x93\x01\x02")  # bytes that look like msgpack
+    await a.links.send("b", "h", "ignored", a.links.pack("h", "packed", [1, 2]))
+    await wait_until(lambda: len(seen) == 2)
+    assert seen == [("raw", b"\x93\x01\x02"), ("packed", [1, 2])]

@@ -99,3 +99,11 @@ def test_a_record_the_table_holds_is_not_decoded_again() -> None:
     assert got is not held
     assert got == newer  # another version: decoded
     assert record_from_wire(held.to_wire()) == held  # no table: decoded
+
+
+def test_a_wire_record_tells_its_identity_without_being_decoded() -> None:
+    live = Record(ChildSpec("c", "tests.procs:Counter"), {}, 3, "a#1")
+    for record in (live, live.pinned("b#2", "b"), live.successor("c#3", STOPPED, "why", 5.0)):
+        assert Record.wire_identity(record.to_wire()) == (record.child_id, record.key())
+    for junk in ([1, 2, 3], None, [{"id": 7}, *range(8)], [[], *range(8)]):
+        assert Record.wire_identity(junk) is None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from hub.pacing import Pace
+import pytest
+
+from hub.pacing import Pace, RollingSweep, paced
 
 
 def test_a_slice_is_due_once_used_up_and_not_before() -> None:
@@ -24,3 +26,21 @@ async def test_a_pause_gives_other_tasks_a_turn() -> None:
     await pace.pause()
     assert ran == ["other"]
     await task
+
+
+async def test_paced_maps_in_order() -> None:
+    assert await paced(lambda x: x * 2, range(5)) == [0, 2, 4, 6, 8]
+
+
+def test_a_rolling_sweep_visits_everyone_once_a_round_a_bounded_part_at_a_time() -> None:
+    population = [f"c{i}" for i in range(25)]
+    sweep = RollingSweep(10)
+    parts = [sweep.next(lambda: population) for _ in range(3)]
+    assert [len(p) for p in parts] == [10, 10, 5]
+    assert sorted(x for p in parts for x in p) == sorted(population)
+    population.append("late")  # joins the next round, not the current one
+    assert "late" in sweep.next(lambda: population)
+    sweep.restart()
+    assert len(sweep.next(lambda: population)) == 10
+    with pytest.raises(ValueError, match="at least 1"):
+        RollingSweep(0)
