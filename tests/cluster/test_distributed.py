@@ -1,142 +1,71 @@
-"""The distributed hub with real nodes on loopback (several hubs in this process, so that the
-tests can sample every node's supervisor at once)."""
+"""The distributed hub with real nodes on loopback (several hubs in this process, through
+``tests/cluster/inproc.py``, so that the tests can sample every node's supervisor at once)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from hub import (
-    WILDCARD,
     AlreadyStarted,
     CallFailed,
     Hook,
-    HookHandler,
-    Hub,
     NotFound,
     Timeout,
 )
-from hub.cluster.faults import Faults
-from hub.cluster.node import Node
 from strategies import ConsistentHashing, PubSub
 from tests import procs
+from tests.cluster.inproc import Nodes
 from tests.conftest import wait_until
 
-COOKIE = "distributed-cookie-0123456789"
+
+def owner(nodes: Nodes, cid: str) -> str:
+    """``cid``'s ring owner among the live hubs."""
+    return ConsistentHashing(nodes=[h.node for h in nodes.live]).belongs_to(cid)[0]
 
 
-class Cluster:
-    def __init__(self) -> None:
-        self.hubs: list[Hub] = []
-        self.events: dict[str, list[tuple[str, Any]]] = {}
-
-    async def add(self, name: str, *, faults: Faults | None = None, **hub_args: Any) -> Hub:
-        seeds = [f"127.0.0.1:{self.hubs[0].endpoint.address.port}"] if self.hubs else []  # type: ignore[union-attr]
-        node = await Node(name, cookie=COOKIE, preset="local", seeds=seeds, faults=faults).start()
-        log = self.events.setdefault(name, [])
-        watched = (
-            Hook.CHILD_CONFLICT,
-            Hook.CHILDREN_MIGRATED,
-            Hook.PROCESS_STARTUPS,
-            Hook.CHILD_PROCESS_PID_UPDATE,
-        )
-        hooks = {
-            e: [
-                HookHandler(
-                    f"log_{e}", lambda ev, d, log=log: log.append((ev, d)), [str(e), WILDCARD]
-                )
-            ]
-            for e in watched
-        }
-        hub_args.setdefault("reconcile_interval", 0.5)
-        hub = await Hub("orders", endpoint=node, hooks=hooks, **hub_args).start()
-        self.hubs.append(hub)
-        await self.settled()
-        return hub
-
-    async def settled(self) -> None:
-        names = sorted(h.node for h in self.hubs)
-        for hub in self.hubs:
-            await wait_until(lambda h=hub: h.nodes(include_local=True) == names, timeout=20)
-
-    def running(self) -> dict[str, list[str]]:
-        """child id -> the nodes whose supervisor runs it right now."""
-        where: dict[str, list[str]] = {}
-        for hub in self.hubs:
-            if hub.is_alive():
-                for cid in hub.runtime.supervisor.children:
-                    where.setdefault(cid, []).append(hub.node)
-        return where
-
-    def owners(self, cid: str) -> str:
-        ring = ConsistentHashing(nodes=[h.node for h in self.hubs if h.is_alive()])
-        return ring.belongs_to(cid)[0]
-
-    async def converged(self, ids: set[str]) -> None:
-        """Every live hub's registry lists exactly ``ids``, each once, on its ring owner."""
-        live = [h for h in self.hubs if h.is_alive()]
-
-        def done() -> bool:
-            running = self.running()
-            if set(running) != ids or any(len(nodes) != 1 for nodes in running.values()):
-                return False
-            if any(running[cid][0] != self.owners(cid) for cid in ids):
-                return False
-            views = [h.process_list() for h in live]
-            return all(v == views[0] for v in views) and len(views[0]) == len(ids)
-
-        await wait_until(done, timeout=30)
-
-    async def close(self) -> None:
-        for hub in self.hubs:
-            endpoint = hub.endpoint
-            await hub.stop()
-            if endpoint is not None:
-                await endpoint.stop()
-
-
-@pytest.fixture
-async def cluster() -> AsyncIterator[Cluster]:
-    c = Cluster()
-    try:
-        yield c
-    finally:
-        await c.close()
+def supervised(nodes: Nodes) -> dict[str, list[str]]:
+    """child id -> the nodes whose supervisor holds it right now (starting and stopping
+    copies too: stricter than the registry for "never two copies")."""
+    where: dict[str, list[str]] = {}
+    for hub in nodes.live:
+        for cid in hub.runtime.supervisor.children:
+            where.setdefault(cid, []).append(hub.node)
+    return where
 
 
 counters = procs.counters
 
 
 async def test_children_spread_over_their_owners_and_every_registry_agrees(
-    cluster: Cluster,
+    nodes: Nodes,
 ) -> None:
     for name in ("a", "b", "c"):
-        await cluster.add(name)
-    res = await cluster.hubs[0].start_children(counters(300))
+        await nodes.add(name)
+    res = await nodes.hubs["a"].start_children(counters(300))
     assert res.status == "ok"
     assert len(res.started) == 300
     ids = {f"c{i}" for i in range(300)}
-    await cluster.converged(ids)
-    per_node = {h.node: len(h.runtime.supervisor.children) for h in cluster.hubs}
+    await nodes.exactly_once(ids)
+    per_node = {h.node: len(h.runtime.supervisor.children) for h in nodes.hubs.values()}
     assert all(n > 50 for n in per_node.values()), per_node  # spread, not piled on one node
     for cid, where in res.started:
-        assert [n for n, _ in where] == [cluster.owners(cid)]
-    again = await cluster.hubs[2].start_children(counters(3))
+        assert [n for n, _ in where] == [owner(nodes, cid)]
+    again = await nodes.hubs["c"].start_children(counters(3))
     assert [type(e) for _, e in again.errors] == [AlreadyStarted] * 3
-    stop = await cluster.hubs[1].stop_children(sorted(ids))
+    stop = await nodes.hubs["b"].stop_children(sorted(ids))
     assert stop.status == "ok"
     assert len(stop.stopped) == 300
-    await wait_until(lambda: all(h.process_list() == [] for h in cluster.hubs))
+    await wait_until(lambda: all(h.process_list() == [] for h in nodes.hubs.values()))
 
 
-async def test_cast_and_call_reach_remote_children(cluster: Cluster) -> None:
-    a = await cluster.add("a")
-    b = await cluster.add("b")
+async def test_cast_and_call_reach_remote_children(nodes: Nodes) -> None:
+    a = await nodes.add("a")
+    b = await nodes.add("b")
     await a.start_children(counters(20))
-    await cluster.converged({f"c{i}" for i in range(20)})
+    await nodes.exactly_once({f"c{i}" for i in range(20)})
     remote = next(cid for cid, where in b.process_list() if where[0][0] == "a")
     await b.cast(remote, {"by": 100})
     n = int(remote[1:])
@@ -149,104 +78,99 @@ async def test_cast_and_call_reach_remote_children(cluster: Cluster) -> None:
         await b.call("ghost", "get", timeout=1)
 
 
-async def test_a_join_migrates_exactly_the_children_the_newcomer_owns(cluster: Cluster) -> None:
+async def test_a_join_migrates_exactly_the_children_the_newcomer_owns(nodes: Nodes) -> None:
     for name in ("a", "b"):
-        await cluster.add(name)
+        await nodes.add(name)
     ids = {f"c{i}" for i in range(200)}
-    await cluster.hubs[0].start_children(counters(200))
-    await cluster.converged(ids)
-    await cluster.add("c")
-    await cluster.converged(ids)
-    owned = {cid for cid in ids if cluster.owners(cid) == "c"}
+    await nodes.hubs["a"].start_children(counters(200))
+    await nodes.exactly_once(ids)
+    await nodes.add("c")
+    await nodes.exactly_once(ids)
+    owned = {cid for cid in ids if owner(nodes, cid) == "c"}
     assert owned  # the newcomer got its share
 
     def migrated() -> set[str]:
-        return {
-            s.id for e, d in cluster.events["c"] if e == Hook.CHILDREN_MIGRATED for s in d.specs
-        }
+        return {s.id for e, d in nodes.events["c"] if e == Hook.CHILDREN_MIGRATED for s in d.specs}
 
     await wait_until(lambda: migrated() >= owned)  # hooks run in their own task
     assert migrated() == owned
 
 
-async def test_a_graceful_leave_hands_children_over_without_two_copies(cluster: Cluster) -> None:
+async def test_a_graceful_leave_hands_children_over_without_two_copies(nodes: Nodes) -> None:
     for name in ("a", "b", "c"):
-        await cluster.add(name)
+        await nodes.add(name)
     ids = {f"c{i}" for i in range(200)}
-    await cluster.hubs[0].start_children(counters(200))
-    await cluster.converged(ids)
+    await nodes.hubs["a"].start_children(counters(200))
+    await nodes.exactly_once(ids)
     doubles: list[str] = []
     sampling = True
 
     async def sample() -> None:
         while sampling:
-            doubles.extend(cid for cid, nodes in cluster.running().items() if len(nodes) > 1)
+            doubles.extend(cid for cid, nodes in supervised(nodes).items() if len(nodes) > 1)
             await asyncio.sleep(0.002)
 
     sampler = asyncio.create_task(sample())
-    leaver = cluster.hubs[2]
+    leaver = nodes.hubs["c"]
     await leaver.stop()
-    await cluster.converged(ids)
+    await nodes.exactly_once(ids)
     sampling = False
     await sampler
     assert doubles == []
 
 
-async def test_a_partition_that_heals_ends_without_duplicates(cluster: Cluster) -> None:
-    faults = {name: Faults() for name in ("a", "b")}
+async def test_a_partition_that_heals_ends_without_duplicates(nodes: Nodes) -> None:
     for name in ("a", "b"):
-        await cluster.add(name, faults=faults[name])
+        await nodes.add(name)
     ids = {f"c{i}" for i in range(60)}
-    await cluster.hubs[0].start_children(counters(60))
-    await cluster.converged(ids)
-    for f in faults.values():
-        f.partition([["a"], ["b"]])
+    await nodes.hubs["a"].start_children(counters(60))
+    await nodes.exactly_once(ids)
+    nodes.partition([["a"], ["b"]])
     # each side fails the other over: every child runs on both sides
-    await wait_until(lambda: all(len(n) == 2 for n in cluster.running().values()), timeout=30)
-    for f in faults.values():
-        f.partition(None)
-    await cluster.converged(ids)
+    await wait_until(lambda: all(len(n) == 2 for n in supervised(nodes).values()), timeout=30)
+    nodes.heal()
+    await nodes.exactly_once(ids)
 
     def conflicts() -> list[Any]:
-        return [d for log in cluster.events.values() for e, d in log if e == Hook.CHILD_CONFLICT]
+        return [d for log in nodes.events.values() for e, d in log if e == Hook.CHILD_CONFLICT]
 
     await wait_until(lambda: len(conflicts()) >= len(ids))  # hooks run in their own task
     assert sorted(c.child_id for c in conflicts()) == sorted(ids)
     for c in conflicts():
-        assert c.winner == cluster.owners(c.child_id) != c.loser
+        assert c.winner == owner(nodes, c.child_id) != c.loser
 
 
-async def test_a_crash_restarts_in_place_and_every_node_sees_the_new_pid(cluster: Cluster) -> None:
+async def test_a_crash_restarts_in_place_and_every_node_sees_the_new_pid(nodes: Nodes) -> None:
     for name in ("a", "b", "c"):
-        await cluster.add(name)
-    await cluster.hubs[0].start_children(counters(30))
-    await cluster.converged({f"c{i}" for i in range(30)})
-    cid = next(c for c, where in cluster.hubs[0].process_list() if where[0][0] == "b")
-    old = cluster.hubs[0].get_pid(cid)
+        await nodes.add(name)
+    await nodes.hubs["a"].start_children(counters(30))
+    await nodes.exactly_once({f"c{i}" for i in range(30)})
+    cid = next(c for c, where in nodes.hubs["a"].process_list() if where[0][0] == "b")
+    old = nodes.hubs["a"].get_pid(cid)
     with pytest.raises(CallFailed):
-        await cluster.hubs[0].call(cid, "crash")
-    await wait_until(lambda: all(h.get_pid(cid) not in (None, old) for h in cluster.hubs))
-    new = cluster.hubs[0].get_pid(cid)
+        await nodes.hubs["a"].call(cid, "crash")
+    await wait_until(lambda: all(h.get_pid(cid) not in (None, old) for h in nodes.hubs.values()))
+    new = nodes.hubs["a"].get_pid(cid)
     assert new is not None
     assert new.node == "b"  # restarted in place
-    for hub in cluster.hubs:
+    for hub in nodes.hubs.values():
         await wait_until(
             lambda h=hub: any(
                 e == Hook.CHILD_PROCESS_PID_UPDATE and d.child_id == cid and d.pid == new
-                for e, d in cluster.events[h.node]
+                for e, d in nodes.events[h.node]
             )
         )
 
 
-async def test_calls_during_a_move_wait_for_the_new_instance(cluster: Cluster) -> None:
+async def test_calls_during_a_move_wait_for_the_new_instance(nodes: Nodes) -> None:
     for name in ("a", "b"):
-        await cluster.add(name)
+        await nodes.add(name)
     ids = {f"c{i}" for i in range(100)}
-    await cluster.hubs[0].start_children(counters(100))
-    await cluster.converged(ids)
+    await nodes.hubs["a"].start_children(counters(100))
+    await nodes.exactly_once(ids)
     ring = ConsistentHashing(nodes=["a", "b", "c"])
     movers = [cid for cid in sorted(ids) if ring.belongs_to(cid)[0] == "c"][:5]
-    caller = cluster.hubs[0]
+    caller = nodes.hubs["a"]
     answers: list[tuple[str, int]] = []
     failures: list[BaseException] = []
     calling = True
@@ -259,22 +183,22 @@ async def test_calls_during_a_move_wait_for_the_new_instance(cluster: Cluster) -
                 failures.append(exc)
 
     callers = [asyncio.create_task(keep_calling(cid)) for cid in movers]
-    await cluster.add("c")
-    await cluster.converged(ids)
+    await nodes.add("c")
+    await nodes.exactly_once(ids)
     calling = False
     await asyncio.gather(*callers)
     assert failures == []
     assert {cid for cid, _ in answers} == set(movers)
     assert all(value == int(cid[1:]) for cid, value in answers)  # Counter(start=i) answers i
-    assert all(cluster.running()[cid] == ["c"] for cid in movers)
+    assert all(supervised(nodes)[cid] == ["c"] for cid in movers)
 
 
 async def test_a_peer_that_missed_a_delta_gets_a_snapshot_without_waiting_for_anti_entropy(
-    cluster: Cluster,
+    nodes: Nodes,
 ) -> None:
-    slow_sync = {"synchronization": PubSub(anti_entropy_interval=3600.0)}
-    a = await cluster.add("a", **slow_sync)
-    b = await cluster.add("b", **slow_sync)
+    slow_sync = PubSub(anti_entropy_interval=3600.0)
+    a = await nodes.add("a", synchronization=slow_sync)
+    b = await nodes.add("b", synchronization=slow_sync)
     assert a.coordinator is not None
     real_send = a.coordinator._send
     dropped: list[str] = []
@@ -299,10 +223,10 @@ async def test_a_peer_that_missed_a_delta_gets_a_snapshot_without_waiting_for_an
 
 
 async def test_a_silent_node_costs_only_its_children_a_timeout_and_rollback_spans_nodes(
-    cluster: Cluster,
+    nodes: Nodes,
 ) -> None:
-    a = await cluster.add("a")
-    b = await cluster.add("b")
+    a = await nodes.add("a")
+    b = await nodes.add("b")
     assert b.coordinator is not None
     hang = asyncio.Event()
 
