@@ -298,3 +298,37 @@ async def test_a_lost_last_delta_is_repaired_by_a_snapshot_once_its_grace_is_ove
     assert {peer for peer, _ in asked} == {"a"}
     if not later:  # no later delta revealed the gap: anti-entropy asked, after its grace
         assert asked[0][1] - began >= BEHIND_GRACE
+
+
+async def test_entries_decoded_while_their_peer_left_are_not_applied(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoding yields to the event loop; a peer that left (or restarted) meanwhile must not
+    get its partition back from the frame decoded across its departure."""
+    import hub.coordinator as coordinator_module
+
+    a = await nodes.add("a")
+    b = await nodes.add("b")
+    cid = owned(["a", "b"], lambda owner: owner == "a")
+    await a.start_child(ChildSpec(cid, procs.Counter))
+    await wait_until(lambda: bool(b.lookup(cid)), timeout=DEADLINE)
+    assert a.coordinator is not None
+    assert b.coordinator is not None
+    entry = a.runtime.registry.local.entries[cid]
+    items = [a.coordinator._entry_wire(entry)]
+    decoded = await b.coordinator._entries_from_wire("a", items)
+    assert decoded is not None
+    assert [e.spec.id for e in decoded] == [cid]
+    members = b.coordinator.members
+    boot = members["a"]
+    real = coordinator_module.paced
+
+    async def restarting(function: Any, batch: Any) -> Any:
+        members["a"] = "another-boot"  # "a" restarts while the entries are decoded
+        return await real(function, batch)
+
+    monkeypatch.setattr(coordinator_module, "paced", restarting)
+    try:
+        assert await b.coordinator._entries_from_wire("a", items) is None
+    finally:
+        members["a"] = boot
