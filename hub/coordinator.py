@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import sys
 import time
 from collections import ChainMap
 from collections.abc import Iterable, Mapping, Sequence
@@ -1890,12 +1891,16 @@ class Coordinator:
                 events.emit(Hook.REGISTRY_PID_REMOVED, PidRemoved(change.child_id, [change.node]))
         self._wake.set()
 
-    async def _entries_from_wire(self, peer: str, items: Iterable[Any]) -> list[Entry] | None:
-        """Decode registry entries of ``peer``'s partition (paced) and learn the records they
-        carry; ``None`` when ``peer`` left or restarted meanwhile (nothing of it applies)."""
+    async def _entries_from_wire(
+        self, peer: str, boot: Any, items: Iterable[Any]
+    ) -> list[Entry] | None:
+        """Decode registry entries of ``peer``'s partition of boot ``boot`` (paced) and learn
+        the records they carry; ``None`` when ``peer`` left or restarted meanwhile (nothing of
+        it applies)."""
         member = self.members.get(peer)
         known = self.desired.get
-        decoded = await paced(lambda item: entry_from_wire(item, known), items)
+        node, boot_id = sys.intern(peer), sys.intern(str(boot))
+        decoded = await paced(lambda item: entry_from_wire(item, known, node, boot_id), items)
         if self.members.get(peer) != member:
             return None
         self._learn(record for record, _ in decoded)
@@ -1904,8 +1909,10 @@ class Coordinator:
     async def _apply_delta(self, peer: str, payload: Any) -> bool:
         """Apply a peer's delta; False when there is a gap (a snapshot is needed)."""
         node, boot, base, version, ops = payload
+        if node != peer:
+            return True  # only a partition's writer sends its deltas
         written = await self._entries_from_wire(
-            peer, [op for _, op in ops if not isinstance(op, str)]
+            peer, boot, [op for _, op in ops if not isinstance(op, str)]
         )
         if written is None:
             return True  # it left (or restarted) while the delta was decoded: nothing to apply
@@ -1923,7 +1930,7 @@ class Coordinator:
         node, boot, version, part, parts, items = payload
         if node == self.node or not 0 <= part < parts <= MAX_SNAPSHOT_PARTS:
             return
-        entries = await self._entries_from_wire(node, items)
+        entries = await self._entries_from_wire(node, boot, items)
         if entries is None:
             return  # it left (or restarted) while the part was decoded
         if part == 0:
@@ -2131,7 +2138,7 @@ class Coordinator:
         if kind == "final":
             records, (node, boot, version, items) = payload
             self._learn(record_from_wire(r, self.desired.get) for r in records)
-            entries = await self._entries_from_wire(peer.name, items)
+            entries = await self._entries_from_wire(peer.name, boot, items)
             if entries is None:
                 return None  # it is gone already: its partition went with it
             self._apply_changes(

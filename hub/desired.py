@@ -91,35 +91,52 @@ class Record(NamedTuple):
         return self._replace(origin=origin, rev=self.rev + 1, pin=node)
 
     def to_wire(self) -> list[Any]:
-        meta = dict(self.metadata) if self.metadata else None
-        return [
-            self.spec.to_wire(),
-            meta,
+        """``[id, start, epoch, origin, status, rev, pin, info, at, metadata, spec extras]``
+        without the trailing fields that hold their defaults (a live record of a spec with
+        default options is ``[id, start, epoch, origin]``)."""
+        spec = self.spec
+        extras = spec.extras()
+        plain = not (self.rev or self.pin or self.metadata or self.info or self.at)
+        if extras is None and plain and self.status == LIVE:
+            return [spec.id, spec.start, self.epoch, self.origin]  # most records
+        wire = [
+            spec.id,
+            spec.start,
             self.epoch,
             self.origin,
             self.status,
-            self.info,
-            self.at,
             self.rev,
             self.pin,
+            self.info,
+            self.at,
+            dict(self.metadata) if self.metadata else None,
+            extras,
         ]
+        while len(wire) > 4 and wire[-1] == _WIRE_DEFAULTS[len(wire) - 5]:
+            wire.pop()
+        return wire
 
     @staticmethod
     def wire_identity(data: Any) -> tuple[str, tuple[Any, Any, Any, Any]] | None:
         """``(child id, key)`` of the :meth:`to_wire` form ``data`` without decoding it (the
         key in :meth:`key` order), or ``None`` if ``data`` does not look like one."""
-        if not isinstance(data, list) or len(data) != 9 or not isinstance(data[0], dict):
+        if type(data) is not list or not 4 <= len(data) <= 11 or type(data[0]) is not str:
             return None
-        cid = data[0].get("id")
-        if not isinstance(cid, str):
-            return None
-        return cid, (data[2], data[4], data[7], data[3])
+        n = len(data)
+        return data[0], (data[2], data[4] if n > 4 else LIVE, data[5] if n > 5 else 0, data[3])
 
     @classmethod
     def from_wire(cls, data: Any) -> Record:
-        if not isinstance(data, list) or len(data) != 9:
+        if type(data) is list and len(data) == 4:  # most records: live, default options
+            cid, start, epoch, origin = data
+            if type(epoch) is not int or epoch < 1 or type(origin) is not str:
+                raise ValueError("malformed desired record epoch or origin")
+            spec = ChildSpec.from_extras(cid, start, None)
+            return cls(spec, _EMPTY, epoch, sys.intern(origin))
+        if not isinstance(data, list) or not 4 <= len(data) <= 11:
             raise ValueError("malformed desired record")
-        spec, meta, epoch, origin, status, info, at, rev, pin = data
+        fields: list[Any] = [*data, *_WIRE_DEFAULTS[len(data) - 4 :]]
+        cid, start, epoch, origin, status, rev, pin, info, at, meta, extras = fields
         if type(rev) is not int or rev < 0 or not isinstance(pin, str):
             raise ValueError("malformed desired record revision")
         if meta is not None and not isinstance(meta, dict):
@@ -132,10 +149,14 @@ class Record(NamedTuple):
             raise ValueError("malformed desired record time")
         metadata = MappingProxyType(meta) if meta else _EMPTY
         when = float(at) if at else 0.0  # live records carry no time: one shared zero
-        spec_ = ChildSpec.from_wire(spec)
+        spec = ChildSpec.from_extras(cid, start, extras)
         return cls(
-            spec_, metadata, epoch, sys.intern(origin), status, info, when, rev, sys.intern(pin)
+            spec, metadata, epoch, sys.intern(origin), status, info, when, rev, sys.intern(pin)
         )
+
+
+#: The defaults of the optional wire fields of a record, from ``status`` on.
+_WIRE_DEFAULTS: Final = (LIVE, 0, "", "", 0.0, None, None)
 
 
 def bucket_of(child_id: str) -> int:

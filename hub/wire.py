@@ -95,20 +95,24 @@ def _held(data: Any, known: Callable[[str], Record | None]) -> Record | None:
 
 
 def entry_to_wire(entry: Entry, record: Record) -> list[Any]:
-    """A registry entry as ``[pid, record, epoch]``: ``record`` is the desired record as the
-    writer knows it (possibly newer than the copy: a tombstone), ``epoch`` the copy's."""
-    return [[entry.node, entry.boot_id, entry.local_id], record.to_wire(), entry.epoch]
+    """A registry entry of the writer's own partition as ``[local id, record, epoch]``: the
+    pid's node and boot are the partition's (sent once per frame); ``record`` is the desired
+    record as the writer knows it (possibly newer than the copy: a tombstone), ``epoch`` the
+    copy's."""
+    return [entry.local_id, record.to_wire(), entry.epoch]
 
 
-def entry_from_wire(item: Any, known: Callable[[str], Record | None]) -> tuple[Record, Entry]:
-    """A registry entry and the desired record it carries. When ``known`` (the local desired
-    table's lookup) holds the same version of the record, the entry shares that record's spec
-    and metadata objects."""
-    pid_wire, record_wire, epoch = item
-    if type(epoch) is not int:
-        raise ValueError("malformed registry entry epoch")
+def entry_from_wire(
+    item: Any, known: Callable[[str], Record | None], node: str, boot_id: str
+) -> tuple[Record, Entry]:
+    """A registry entry of ``node``'s partition (boot ``boot_id``) and the desired record it
+    carries. When ``known`` (the local desired table's lookup) holds the same version of the
+    record, the entry shares that record's spec and metadata objects."""
+    local_id, record_wire, epoch = item
+    if type(epoch) is not int or type(local_id) is not int:
+        raise ValueError("malformed registry entry")
     record = record_from_wire(record_wire, known)
-    return record, Entry.of(record.spec, pid_from_wire(pid_wire), record.metadata, epoch)
+    return record, Entry(record.spec, node, boot_id, local_id, record.metadata, epoch)
 
 
 def delta_to_wire(delta: Delta, ops: list[list[Any]]) -> list[Any]:

@@ -135,7 +135,7 @@ def load_replica(frames: list[bytes]) -> tuple[DesiredTable, Registry]:
     entries = []
     for frame in frames:
         for item in msgpack.unpackb(frame, raw=False, strict_map_key=False):
-            record, entry = entry_from_wire(item, desired.get)
+            record, entry = entry_from_wire(item, desired.get, "n1", "boot-n1-0123456789ab")
             desired.merge(record)
             entries.append(entry)
     registry.load(Snapshot("n1", "boot-n1-0123456789ab", len(entries), tuple(entries)))

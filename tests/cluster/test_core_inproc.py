@@ -316,11 +316,11 @@ async def test_entries_decoded_while_their_peer_left_are_not_applied(
     assert b.coordinator is not None
     entry = a.runtime.registry.local.entries[cid]
     items = [a.coordinator._entry_wire(entry)]
-    decoded = await b.coordinator._entries_from_wire("a", items)
-    assert decoded is not None
-    assert [e.spec.id for e in decoded] == [cid]
     members = b.coordinator.members
     boot = members["a"]
+    decoded = await b.coordinator._entries_from_wire("a", boot, items)
+    assert decoded is not None
+    assert [(e.spec.id, e.pid) for e in decoded] == [(cid, entry.pid)]
     real = coordinator_module.paced
 
     async def restarting(function: Any, batch: Any) -> Any:
@@ -329,6 +329,6 @@ async def test_entries_decoded_while_their_peer_left_are_not_applied(
 
     monkeypatch.setattr(coordinator_module, "paced", restarting)
     try:
-        assert await b.coordinator._entries_from_wire("a", items) is None
+        assert await b.coordinator._entries_from_wire("a", boot, items) is None
     finally:
         members["a"] = boot

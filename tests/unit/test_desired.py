@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
+import msgpack  # type: ignore[import-untyped]
 import pytest
 
 from hub.desired import BUCKETS, BURIED, LIVE, STOPPED, DesiredTable, Record
+from hub.errors import InvalidSpec
 from hub.spec import ChildSpec
 
 
@@ -107,3 +110,57 @@ def test_a_wire_record_tells_its_identity_without_being_decoded() -> None:
         assert Record.wire_identity(record.to_wire()) == (record.child_id, record.key())
     for junk in ([1, 2, 3], None, [{"id": 7}, *range(8)], [[], *range(8)]):
         assert Record.wire_identity(junk) is None
+
+
+def test_the_wire_form_drops_the_trailing_defaults_and_keeps_every_field() -> None:
+    spec = ChildSpec("c", "tests.procs:Counter")
+    live = Record(spec, {}, 3, "a#1")
+    assert live.to_wire() == ["c", "tests.procs:Counter", 3, "a#1"]  # most records
+    variants = [
+        live,
+        live.pinned("b#2", "b"),
+        live.successor("c#3", STOPPED, "why", 5.0),
+        Record(spec, {"tag": "x"}, 1, "a#1"),
+        Record(ChildSpec("c", "tests.procs:Counter", restart="transient"), {}, 1, "a#1"),
+        Record(ChildSpec("c", "tests.procs:Counter", args=[1], kwargs={"k": 2}), {}, 1, "a#1"),
+        Record(spec, {}, 2, "a#1", LIVE, "restarted", 0.0),
+    ]
+    for record in variants:
+        wire = msgpack.unpackb(msgpack.packb(record.to_wire()), raw=False)
+        assert Record.from_wire(wire) == record
+        assert Record.wire_identity(wire) == (record.child_id, record.key())
+    assert len(variants[1].to_wire()) == 7  # up to the pin
+    assert len(variants[4].to_wire()) == 11  # up to the spec's options
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        ["c", "m:f", 0, "a#1"],  # epoch below 1
+        ["c", "m:f", 1, 7],  # origin not a string
+        ["", "m:f", 1, "a#1"],  # empty id
+        ["c", "nocolon", 1, "a#1"],
+        ["c", "m:f", 1, "a#1", 9],  # unknown status
+        ["c", "m:f", 1, "a#1", 0, 0, "", "", 0.0, None, {"id": "d"}],  # options rename it
+        ["c", "m:f", 1, "a#1", 0, 0, "", "", 0.0, None, {"restart": "sometimes"}],
+        ["c", "m:f", 1, "a#1", 0, 0, "", "", 0.0, None, None, "extra"],
+    ],
+)
+def test_malformed_wire_records_are_refused(wire: list[Any]) -> None:
+    with pytest.raises((ValueError, InvalidSpec)):
+        Record.from_wire(wire)
+
+
+def test_a_wire_entry_takes_its_node_and_boot_from_the_partition_frame() -> None:
+    from hub.pid import Pid
+    from hub.registry import Entry
+    from hub.wire import entry_from_wire, entry_to_wire
+
+    record = Record(ChildSpec("c", "tests.procs:Counter"), {}, 3, "a#1")
+    entry = Entry.of(record.spec, Pid("b", "boot-b", 12), {}, 3)
+    wire = msgpack.unpackb(msgpack.packb(entry_to_wire(entry, record)), raw=False)
+    assert wire == [12, record.to_wire(), 3]
+    decoded_record, decoded = entry_from_wire(wire, DesiredTable().get, "b", "boot-b")
+    assert (decoded_record, decoded) == (record, entry)
+    with pytest.raises(ValueError, match="malformed"):
+        entry_from_wire(["12", record.to_wire(), 3], DesiredTable().get, "b", "boot-b")

@@ -207,3 +207,44 @@ def test_from_wire_decodes_plain_data_as_the_full_constructor_does(data: dict[st
         for name in ChildSpec.__slots__:
             assert getattr(fast, name) == getattr(slow, name), name
             assert type(getattr(fast, name)) is type(getattr(slow, name)), name
+
+
+def test_the_wire_form_carries_only_what_differs_from_the_defaults() -> None:
+    assert ChildSpec("c", "m:f").to_wire() == {"id": "c", "start": "m:f"}
+    assert ChildSpec("c", "m:f").extras() is None
+    spec = ChildSpec("c", "m:f", args=[1], restart="temporary", max_seconds=2)
+    assert spec.to_wire() == {
+        "id": "c",
+        "start": "m:f",
+        "args": [1],
+        "restart": "temporary",
+        "max_seconds": 2.0,
+    }
+
+
+@pytest.mark.parametrize("data", _wire_variants())
+def test_from_extras_gives_the_spec_from_wire_gives(data: dict[str, Any]) -> None:
+    """A record carries a spec as ``id``, ``start`` and its non-default extras; decoding them
+    gives the same spec (or the same refusal) as the map."""
+    try:
+        expected: ChildSpec | str = ChildSpec.from_wire(data)
+    except InvalidSpec as exc:
+        expected = str(exc)
+    extras = {k: v for k, v in data.items() if k not in ("id", "start")}
+    try:
+        got: ChildSpec | str = ChildSpec.from_extras(data["id"], data["start"], extras or None)
+    except InvalidSpec as exc:
+        got = str(exc)
+    assert got == expected
+    if isinstance(expected, ChildSpec):
+        assert ChildSpec.from_extras(expected.id, expected.start, expected.extras()) == expected
+
+
+def test_from_extras_refuses_extras_that_are_not_a_map_of_options() -> None:
+    for extras in ([1], {"id": "d"}, {"start": "m:g"}):
+        with pytest.raises(InvalidSpec, match="extras"):
+            ChildSpec.from_extras("c", "m:f", extras)
+    with pytest.raises(InvalidSpec, match="non-empty string"):
+        ChildSpec.from_extras("", "m:f", None)
+    with pytest.raises(InvalidSpec, match=r"package\.module:Name"):
+        ChildSpec.from_extras("c", "m", None)
