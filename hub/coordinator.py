@@ -1930,16 +1930,25 @@ class Coordinator:
         node, boot, version, part, parts, items = payload
         if node == self.node or not 0 <= part < parts <= MAX_SNAPSHOT_PARTS:
             return
+        if part == 0 and node not in self._parts:
+            mine = self.registry.partitions.get(node)
+            if mine is not None and mine.boot_id == boot and mine.version >= version:
+                # nothing newer than what is held (a join both pushes and pulls partitions):
+                # not decoded; its later parts find no snapshot under way and are skipped
+                if self.members.get(node) == boot:
+                    self._synced(node)
+                return
+        elif part and not self._continues(node, boot, version, parts):
+            return  # a part of a snapshot whose start we missed: the next one repairs it
         entries = await self._entries_from_wire(node, boot, items)
         if entries is None:
             return  # it left (or restarted) while the part was decoded
         if part == 0:
             self._parts[node] = (boot, version, parts, entries, asyncio.get_running_loop().time())
         else:
-            held = self._parts.get(node)
-            if held is None or held[:3] != (boot, version, parts):
-                return  # a part of a snapshot whose start we missed: the next one repairs it
-            held[3].extend(entries)
+            if not self._continues(node, boot, version, parts):
+                return  # another snapshot of it started while this part was decoded
+            self._parts[node][3].extend(entries)
         held = self._parts[node]
         if part == parts - 1:
             del self._parts[node]
@@ -1951,6 +1960,11 @@ class Coordinator:
                 self.runtime.own(self._catch_up(node), f"catch-up:{node}")  # still a gap
             elif self.members.get(node) == boot:
                 self._synced(node)
+
+    def _continues(self, node: str, boot: Any, version: Any, parts: int) -> bool:
+        """Whether the snapshot of ``node`` under way is the one these parts belong to."""
+        held = self._parts.get(node)
+        return held is not None and held[:3] == (boot, version, parts)
 
     async def _send_ended(self, peer: str) -> None:
         """Give a joiner every record of a child that should not run (tombstones, burials) at

@@ -475,8 +475,10 @@ async def main() -> None:
         tracemalloc.start()
     if args.tuned_gc:
         tune_gc()
-    logging.basicConfig(
-        level=args.log, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    logging.basicConfig(  # the node's name in every line: the nodes of a test share stderr
+        level=args.log,
+        stream=sys.stderr,
+        format=f"%(asctime)s [{args.name}] %(name)s %(levelname)s %(message)s",
     )
     seeds = [s for s in args.seeds.split(",") if s]
     node = Node(

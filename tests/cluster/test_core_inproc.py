@@ -332,3 +332,35 @@ async def test_entries_decoded_while_their_peer_left_are_not_applied(
         assert await b.coordinator._entries_from_wire("a", boot, items) is None
     finally:
         members["a"] = boot
+
+
+async def test_a_snapshot_no_newer_than_the_partition_held_is_not_decoded(nodes: Nodes) -> None:
+    """A join both pushes and pulls partitions: the second copy of a partition that did not
+    change meanwhile is recognised by its header and skipped; a newer one is applied."""
+    a = await nodes.add("a")
+    b = await nodes.add("b")
+    ids = [owned(["a", "b"], lambda owner: owner == "a", prefix=f"s{i}-") for i in range(3)]
+    await a.start_children([ChildSpec(cid, procs.Counter) for cid in ids[:2]])
+    await wait_until(lambda: all(b.lookup(cid) for cid in ids[:2]), timeout=DEADLINE)
+    assert a.coordinator is not None
+    assert b.coordinator is not None
+    decoded: list[int] = []
+    real = b.coordinator._entries_from_wire
+
+    async def counting(peer: str, boot: Any, items: Any) -> Any:
+        items = list(items)
+        decoded.append(len(items))
+        return await real(peer, boot, items)
+
+    b.coordinator._entries_from_wire = counting  # type: ignore[method-assign]
+    for _, payload in await a.coordinator._snapshot_frames():
+        await b.coordinator._apply_snapshot_part(payload)
+    assert decoded == []  # the same version b holds
+    await a.start_child(ChildSpec(ids[2], procs.Counter))
+    await wait_until(lambda: bool(b.lookup(ids[2])), timeout=DEADLINE)
+    decoded.clear()  # (its delta was decoded)
+    b.runtime.registry.drop("a")  # as if b had missed a's partition
+    for _, payload in await a.coordinator._snapshot_frames():
+        await b.coordinator._apply_snapshot_part(payload)
+    assert decoded == [3]
+    assert sorted(b.runtime.registry.partitions["a"].entries) == sorted(ids)
