@@ -327,13 +327,14 @@ class ChildSpec:
             return cls.from_wire({"id": id, "start": start})
         if type(extras) is not dict or "id" in extras or "start" in extras:
             raise InvalidSpec("malformed child spec extras")
-        return cls.from_wire({"id": id, "start": start, **extras})
+        plain = cls._from_plain(id, start, extras)
+        return plain if plain is not None else cls.from_wire({"id": id, "start": start, **extras})
 
     @classmethod
     def from_wire(cls, data: Any) -> ChildSpec:
         """Rebuild a spec from :meth:`to_wire` data, refusing anything malformed."""
         if type(data) is dict:
-            spec = cls._from_plain(data)
+            spec = cls._from_plain(data.get("id"), data.get("start"), data)
             if spec is not None:
                 return spec
         if not isinstance(data, Mapping):
@@ -350,14 +351,13 @@ class ChildSpec:
             _FROM_WIRE.reset(token)
 
     @classmethod
-    def _from_plain(cls, data: dict[str, Any]) -> ChildSpec | None:
-        """:meth:`from_wire` for what :meth:`to_wire` sends, with exact type checks (a node
-        decodes a spec for every child of the cluster); ``None`` for anything else, which
-        the full constructor then accepts or refuses with its reason."""
+    def _from_plain(cls, cid: Any, start: Any, data: dict[str, Any]) -> ChildSpec | None:
+        """:meth:`from_wire` for what :meth:`to_wire` sends (``data``: its fields, ``id`` and
+        ``start`` aside), with exact type checks (a node decodes a spec for every child of the
+        cluster); ``None`` for anything else, which the full constructor then accepts or
+        refuses with its reason."""
         if not _WIRE_FIELDS.issuperset(data):
             return None
-        cid = data.get("id")
-        start = data.get("start")
         args = data.get("args", ())
         kwargs = data.get("kwargs")
         restart = data.get("restart", "permanent")

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from hashlib import md5
 from typing import Any, Final
 
 from uhashring import HashRing  # type: ignore[import-untyped]
@@ -64,6 +65,12 @@ def _attach_once(
     return True
 
 
+def _md5_position(key: str) -> int:
+    """uhashring's md5 ring position of ``key`` (its ``hashi``: the md5 as an int), computed
+    without its hex round trip: every placement of every child hashes its id."""
+    return int.from_bytes(md5(key.encode()).digest(), "big")
+
+
 class ConsistentHashing:
     """Consistent hashing on a uhashring ring: each node gets ``vnodes`` points on the ring,
     a child belongs to the first ``replication_factor`` distinct nodes clockwise from the md5 of
@@ -103,6 +110,7 @@ class ConsistentHashing:
         self._positions: list[int] = []
         self._point_nodes: list[str] = []
         self._owners_at: dict[int, list[_Owners | None]] = {}
+        self._position: Callable[[str], int] = _md5_position  # a child id's ring position
         for node in nodes:
             self.add_node(node)
 
@@ -229,7 +237,7 @@ class ConsistentHashing:
         memo = self._owners_at.get(rf)
         if memo is None:
             memo = self._owners_at[rf] = [None] * len(self._positions)
-        positions, hashi, size = self._positions, self._ring.hashi, len(self._positions)
+        positions, hashi, size = self._positions, self._position, len(self._positions)
         out: dict[str, list[str]] = {}
         for cid in child_ids:
             if not isinstance(cid, str):
@@ -249,7 +257,7 @@ class ConsistentHashing:
         memo = self._owners_at.get(rf)
         if memo is None:
             memo = self._owners_at[rf] = [None] * len(self._positions)
-        index = bisect(self._positions, self._ring.hashi(child_id))
+        index = bisect(self._positions, self._position(child_id))
         if index == len(self._positions):
             index = 0
         owners = memo[index]
@@ -266,6 +274,7 @@ class ConsistentHashing:
         self._positions = [position for position, _ in points]
         self._point_nodes = [node for _, node in points]
         self._owners_at = {}
+        self._position = _md5_position if self.hash_fn == "md5" else self._ring.hashi
         self._table_version = self._version
 
     def _walk(self, index: int, rf: int) -> _Owners:
