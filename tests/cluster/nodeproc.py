@@ -277,13 +277,14 @@ async def watch(
     with ``without``, none of them on that node; with ``owner``, exactly once, on its owner).
 
     It reads what ``hub.lookup`` reads (the registry's partitions) without building the pids
-    ``lookup`` returns: a probe that costs several microseconds per id would take a good part
-    of the CPU of a node that starts 100,000 children. A cursor walks the ids in order and
-    stops at the first one not shown yet (at most 5,000 ids per look); once it reaches the
-    end, a full pass confirms it (a child seen earlier may have moved since) before
-    ``reached``."""
+    ``lookup`` returns: a probe that costs microseconds per id would take a good part of the
+    CPU of a node that starts 100,000 children. A cursor walks the ids in order and stops at
+    the first one not shown yet (at most 5,000 ids per look); once it reaches the end, a check
+    of all of them at once (set operations) confirms it (a child seen earlier may have moved
+    since) before ``reached``."""
     count = len(ids)
     partitions = hub.runtime.registry.partitions
+    wanted = set(ids)
 
     def shown(cid: str) -> bool:
         where = [node for node, part in partitions.items() if cid in part.entries]
@@ -291,16 +292,27 @@ async def watch(
             return where == [owner[cid]]
         return bool(where) and (without is None or without not in where)
 
+    def all_shown() -> bool:
+        if owner is not None:
+            return all(shown(cid) for cid in ids)
+        present: set[str] = set()
+        for node, part in partitions.items():
+            if node == without:
+                if not wanted.isdisjoint(part.entries):
+                    return False
+            else:
+                present.update(part.entries)
+        return wanted <= present
+
     cursor = 0
     while True:
         limit = cursor + 5_000  # at most this many ids per look: the node keeps serving
         while cursor < min(count, limit) and shown(ids[cursor]):
             cursor += 1
         if cursor == count:
-            missing = next((i for i, cid in enumerate(ids) if not shown(cid)), None)
-            if missing is None:
+            if all_shown():
                 break
-            cursor = missing
+            cursor = next((i for i, cid in enumerate(ids) if not shown(cid)), 0)
         await asyncio.sleep(0.001)
     reply(cmd, "reached", count=count)
 
