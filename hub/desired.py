@@ -56,18 +56,63 @@ DEFAULT_TOMBSTONE_TTL: Final = 3600.0
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-class Record(NamedTuple):
-    """One version of one child's desired state."""
-
+class _RecordFields(NamedTuple):
     spec: ChildSpec
     metadata: Mapping[str, Any]
     epoch: int
     origin: str
-    status: int = LIVE
-    info: str = ""  # why it was stopped or buried
-    at: float = 0.0  # wall-clock seconds when a tombstone was written (for its expiry)
-    rev: int = 0  # revision within the epoch: a placement change of a running child
-    pin: str = ""  # the node it was migrated to (``hub.migrate``): placed there while live
+    status: int
+    #: ``(info, at, rev, pin)``, or ``None`` when all four are their defaults (most records:
+    #: a node holds a record for every child of the cluster)
+    extra: tuple[str, float, int, str] | None
+
+
+class Record(_RecordFields):
+    """One version of one child's desired state: its spec and start metadata, its ``epoch``,
+    the node that wrote it (``origin``), its ``status``, why it was stopped or buried
+    (``info``), the wall-clock time a tombstone was written (``at``, for its expiry), its
+    revision within the epoch (``rev``: a placement change of a running child) and the node
+    it was migrated to (``pin``, by ``hub.migrate``: placed there while live)."""
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        spec: ChildSpec,
+        metadata: Mapping[str, Any],
+        epoch: int,
+        origin: str,
+        status: int = LIVE,
+        info: str = "",
+        at: float = 0.0,
+        rev: int = 0,
+        pin: str = "",
+    ) -> Record:
+        extra = (info, at, rev, pin) if info or at or rev or pin else None
+        return tuple.__new__(cls, (spec, metadata, epoch, origin, status, extra))
+
+    def __getnewargs__(self) -> tuple[Any, ...]:  # copy and pickle rebuild it through __new__
+        return (*self[:5], self.info, self.at, self.rev, self.pin)
+
+    @property
+    def info(self) -> str:
+        extra = self.extra
+        return extra[0] if extra is not None else ""
+
+    @property
+    def at(self) -> float:
+        extra = self.extra
+        return extra[1] if extra is not None else 0.0
+
+    @property
+    def rev(self) -> int:
+        extra = self.extra
+        return extra[2] if extra is not None else 0
+
+    @property
+    def pin(self) -> str:
+        extra = self.extra
+        return extra[3] if extra is not None else ""
 
     @property
     def child_id(self) -> str:
@@ -88,7 +133,17 @@ class Record(NamedTuple):
     def pinned(self, origin: str, node: str) -> Record:
         """The same live child, placed on ``node`` from now on (a revision, not a new epoch:
         the running copy stays current and moves)."""
-        return self._replace(origin=origin, rev=self.rev + 1, pin=node)
+        return Record(
+            self.spec,
+            self.metadata,
+            self.epoch,
+            origin,
+            self.status,
+            self.info,
+            self.at,
+            self.rev + 1,
+            node,
+        )
 
     def to_wire(self) -> list[Any]:
         """``[id, start, epoch, origin, status, rev, pin, info, at, metadata, spec extras]``
@@ -96,8 +151,7 @@ class Record(NamedTuple):
         default options is ``[id, start, epoch, origin]``)."""
         spec = self.spec
         extras = spec.extras()
-        plain = not (self.rev or self.pin or self.metadata or self.info or self.at)
-        if extras is None and plain and self.status == LIVE:
+        if extras is None and self.extra is None and not self.metadata and self.status == LIVE:
             return [spec.id, spec.start, self.epoch, self.origin]  # most records
         wire = [
             spec.id,

@@ -38,16 +38,6 @@ __all__ = [
 RestartPolicy = Literal["permanent", "transient", "temporary"]
 _POLICIES = frozenset(("permanent", "transient", "temporary"))
 _POLICY_NAMES = {name: name for name in _POLICIES}
-_NUMBERS: dict[float, float] = {}
-
-
-def _shared(number: float) -> float:
-    """One float object per distinct value (bounded), so that many specs share them."""
-    if len(_NUMBERS) < 1024:
-        return _NUMBERS.setdefault(number, number)
-    return _NUMBERS.get(number, number)
-
-
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 MAX_CHILD_ID_LENGTH = 512
 _MAX_DEPTH = 511  # msgpack's default nesting limit when packing
@@ -143,11 +133,26 @@ class ChildSpec:
     start: str
     args: tuple[Any, ...]
     kwargs: Mapping[str, Any]
-    restart: RestartPolicy
-    shutdown_timeout: float
     metadata: Mapping[str, Any]
-    max_restarts: int
-    max_seconds: float
+    #: ``(restart, shutdown_timeout, max_restarts, max_seconds)``, one tuple shared by the
+    #: specs that have the same (a node holds a spec for every child of the cluster)
+    policy: tuple[RestartPolicy, float, int, float]
+
+    @property
+    def restart(self) -> RestartPolicy:
+        return self.policy[0]
+
+    @property
+    def shutdown_timeout(self) -> float:
+        return self.policy[1]
+
+    @property
+    def max_restarts(self) -> int:
+        return self.policy[2]
+
+    @property
+    def max_seconds(self) -> float:
+        return self.policy[3]
 
     def __init__(
         self,
@@ -223,17 +228,8 @@ class ChildSpec:
     ) -> None:
         # shared strings and numbers: a node may hold many replicas (one string for the
         # many specs of one kind)
-        self._store(
-            id,
-            sys.intern(ref),
-            args,
-            kwargs,
-            _POLICY_NAMES[restart],
-            _shared(float(shutdown_timeout)),
-            metadata,
-            max_restarts,
-            _shared(float(max_seconds)),
-        )
+        policy = (_POLICY_NAMES[restart], float(shutdown_timeout), max_restarts, float(max_seconds))
+        self._store(id, sys.intern(ref), args, kwargs, metadata, _shared_policy(policy))
 
     def _store(
         self,
@@ -241,11 +237,8 @@ class ChildSpec:
         start: str,
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
-        restart: str,
-        shutdown_timeout: float,
         metadata: Mapping[str, Any],
-        max_restarts: int,
-        max_seconds: float,
+        policy: tuple[Any, float, int, float],
     ) -> None:
         """Set the (frozen) fields through their slot descriptors: twice as fast as
         ``object.__setattr__``, and a node builds a spec for every child of the cluster."""
@@ -254,11 +247,8 @@ class ChildSpec:
         set_[1](self, start)
         set_[2](self, args)
         set_[3](self, kwargs)
-        set_[4](self, restart)
-        set_[5](self, shutdown_timeout)
-        set_[6](self, metadata)
-        set_[7](self, max_restarts)
-        set_[8](self, max_seconds)
+        set_[4](self, metadata)
+        set_[5](self, policy)
 
     def __hash__(self) -> int:
         return hash(self.id)
@@ -274,7 +264,7 @@ class ChildSpec:
 
     def replace(self, **changes: Any) -> ChildSpec:
         """A copy with ``changes`` applied (validated like a new spec)."""
-        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields = {name: getattr(self, name) for name in _WIRE_FIELDS}
         fields.update(changes)
         return ChildSpec(**fields)
 
@@ -322,7 +312,7 @@ class ChildSpec:
                 module, sep, attr = start.partition(":")
                 if sep and module and attr:
                     spec = object.__new__(cls)
-                    spec._store(id, sys.intern(start), *_DEFAULTS)
+                    spec._store(id, sys.intern(start), (), _EMPTY, _EMPTY, _DEFAULT_POLICY)
                     return spec
             return cls.from_wire({"id": id, "start": start})
         if type(extras) is not dict or "id" in extras or "start" in extras:
@@ -339,7 +329,7 @@ class ChildSpec:
                 return spec
         if not isinstance(data, Mapping):
             raise InvalidSpec(f"child spec must be a map, got {type(data).__name__}")
-        unknown = set(data) - set(cls.__slots__)
+        unknown = set(data) - _WIRE_FIELDS
         if unknown:
             raise InvalidSpec(f"child spec has unknown fields {sorted(unknown)}")
         token = _FROM_WIRE.set(True)
@@ -401,8 +391,17 @@ class ChildSpec:
 
 
 _SETTERS: Final = tuple(getattr(ChildSpec, name).__set__ for name in ChildSpec.__slots__)
-#: ``args`` to ``max_seconds`` of a spec that sets none of them.
-_DEFAULTS: Final = ((), _EMPTY, "permanent", _shared(5.0), _EMPTY, 3, _shared(5.0))
+_POLICIES_SEEN: dict[tuple[Any, float, int, float], tuple[Any, float, int, float]] = {}
+_DEFAULT_POLICY: Final[tuple[RestartPolicy, float, int, float]] = ("permanent", 5.0, 3, 5.0)
+_POLICIES_SEEN[_DEFAULT_POLICY] = _DEFAULT_POLICY
+
+
+def _shared_policy(policy: tuple[Any, float, int, float]) -> tuple[Any, float, int, float]:
+    """One tuple per distinct policy (bounded), so that many specs share it."""
+    if len(_POLICIES_SEEN) < 1024:
+        return _POLICIES_SEEN.setdefault(policy, policy)
+    return _POLICIES_SEEN.get(policy, policy)
+
 
 _WIRE_FIELDS = frozenset(
     (

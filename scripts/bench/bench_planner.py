@@ -34,9 +34,9 @@ from common import write_report  # noqa: E402
 from hub.desired import DesiredTable, Record  # noqa: E402
 from hub.pid import Pid  # noqa: E402
 from hub.planner import LocalChild, Move, Planner, View  # noqa: E402
-from hub.registry import Registry, Snapshot  # noqa: E402
+from hub.registry import Entry, Registry, Snapshot  # noqa: E402
 from hub.spec import ChildSpec  # noqa: E402
-from hub.wire import entry_from_wire  # noqa: E402
+from hub.wire import entry_from_wire, entry_to_wire  # noqa: E402
 from strategies import ConsistentHashing  # noqa: E402
 
 NODES = ["n0", "n1", "n2"]
@@ -65,7 +65,6 @@ def build(n: int) -> tuple[DesiredTable, Registry, dict[str, LocalChild]]:
         parts[owner].append(record)
         if owner == "n0":
             local[spec.id] = LocalChild(1, "running")
-    from hub.registry import Entry
 
     for name in ("n1", "n2"):
         entries = tuple(
@@ -114,16 +113,12 @@ def snapshot_frames(n: int, chunk: int = 2_000) -> list[bytes]:
     """A peer's snapshot of ``n`` entries as the msgpack frames it sends (2,000 per frame)."""
     frames = []
     for start in range(0, n, chunk):
-        items = [
-            [
-                ["n1", "boot-n1-0123456789ab", i],
-                Record(
-                    ChildSpec(f"child-{i}", "tests.procs:Counter", args=[i]), {}, 1, "n1"
-                ).to_wire(),
-                1,
-            ]
-            for i in range(start, min(n, start + chunk))
-        ]
+        items = []
+        for i in range(start, min(n, start + chunk)):
+            spec = ChildSpec(f"child-{i}", "tests.procs:Counter", args=[i])
+            record = Record(spec, {}, 1, "n1")
+            pid = Pid("n1", "boot-n1-0123456789ab", i)
+            items.append(entry_to_wire(Entry.of(spec, pid, {}, 1), record))  # as a peer sends it
         frames.append(msgpack.packb(items, use_bin_type=True))
     return frames
 

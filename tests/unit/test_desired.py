@@ -164,3 +164,16 @@ def test_a_wire_entry_takes_its_node_and_boot_from_the_partition_frame() -> None
     assert (decoded_record, decoded) == (record, entry)
     with pytest.raises(ValueError, match="malformed"):
         entry_from_wire(["12", record.to_wire(), 3], DesiredTable().get, "b", "boot-b")
+
+
+def test_a_live_record_keeps_no_tail_and_a_tombstone_keeps_its_reason() -> None:
+    import copy
+
+    live = Record(ChildSpec("c", "tests.procs:Counter"), {}, 3, "a#1")
+    assert live.extra is None
+    assert (live.info, live.at, live.rev, live.pin) == ("", 0.0, 0, "")
+    ended = live.successor("b#2", STOPPED, "why", 5.0)
+    assert (ended.info, ended.at, ended.rev, ended.pin) == ("why", 5.0, 0, "")
+    moved = live.pinned("b#2", "b")
+    assert (moved.epoch, moved.rev, moved.pin, moved.origin) == (3, 1, "b", "b#2")
+    assert copy.copy(ended) == ended

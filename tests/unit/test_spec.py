@@ -248,3 +248,22 @@ def test_from_extras_refuses_extras_that_are_not_a_map_of_options() -> None:
         ChildSpec.from_extras("", "m:f", None)
     with pytest.raises(InvalidSpec, match=r"package\.module:Name"):
         ChildSpec.from_extras("c", "m", None)
+
+
+def test_specs_with_the_same_restart_policy_share_one_tuple() -> None:
+    """A node holds a spec for every child of the cluster: the four policy fields are one
+    shared tuple, read through their usual names."""
+    plain = ChildSpec("a", "m:f")
+    assert plain.policy is ChildSpec("b", "m:f").policy
+    assert (plain.restart, plain.shutdown_timeout, plain.max_restarts, plain.max_seconds) == (
+        "permanent",
+        5.0,
+        3,
+        5.0,
+    )
+    one = ChildSpec("c", "m:f", restart="temporary", shutdown_timeout=2, max_restarts=0)
+    other = ChildSpec.from_wire(one.to_wire() | {"id": "d"})
+    assert one.policy is other.policy
+    assert (other.restart, other.shutdown_timeout, other.max_restarts) == ("temporary", 2.0, 0)
+    assert one.replace(id="d") == other
+    assert one != ChildSpec("c", "m:f", restart="temporary", shutdown_timeout=2)
