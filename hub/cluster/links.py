@@ -497,7 +497,8 @@ class Links:
             await ws.prepare(request)
         except (ConnectionError, aiohttp.ClientError) as exc:  # the peer gave up meanwhile
             logger.debug("link %s<-%s: closed before it opened: %r", me.name, peer.name, exc)
-            return ws
+            # not the half-prepared socket: aiohttp would fail to finish it, with a traceback
+            return web.Response(status=503, text="closed before it opened")
         self._served.add(ws)
         slots = asyncio.Semaphore(self._max_requests)
         running: set[asyncio.Task[None]] = set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncIterator
 from typing import Any
@@ -215,3 +216,39 @@ async def test_a_bytes_payload_is_a_payload_and_a_packed_frame_goes_as_it_is(
     await a.links.send("b", "h", "ignored", a.links.pack("h", "packed", [1, 2]))
     await wait_until(lambda: len(seen) == 2)
     assert seen == [("raw", b"\x93\x01\x02"), ("packed", [1, 2])]
+
+
+async def test_a_link_that_closes_while_it_opens_is_not_an_aiohttp_traceback(
+    pair: tuple[Node, Node], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under load a peer can give up on a link while this node is still upgrading it (the
+    upgrade was written, the connection then broke): that is a debug line here, not an
+    "Unhandled exception" traceback from aiohttp finishing a half-prepared websocket."""
+    from aiohttp import web
+
+    a, b = pair
+    real = web.WebSocketResponse._post_start
+    broken: list[bool] = []
+
+    def breaks(self: web.WebSocketResponse, request: Any, *args: Any) -> Any:
+        if not broken:
+            broken.append(True)
+            assert request.transport is not None
+            request.transport.close()
+            raise ConnectionResetError("peer gone")
+        return real(self, request, *args)
+
+    monkeypatch.setattr(web.WebSocketResponse, "_post_start", breaks)
+
+    async def echo(peer: NodeId, kind: str, payload: Any) -> Any:
+        return payload
+
+    b.links.register("h", echo)
+    with caplog.at_level("DEBUG"):
+        with contextlib.suppress(HubError):  # this link broke as it opened
+            await a.links.request("b", "h", "echo", 1, timeout=2)
+        assert broken == [True]
+        assert await a.links.request("b", "h", "echo", 2, timeout=5) == 2  # the next one opens
+    assert any("closed before it opened" in r.getMessage() for r in caplog.records)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == []
