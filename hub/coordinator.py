@@ -113,7 +113,7 @@ logger = logging.getLogger(__name__)
 
 MAX_HOPS = 2  # a start request is forwarded at most this often, then starts where it is
 MIGRATION_BATCH = 500
-START_BATCH = 5_000  # records in one start request (bounded frames)
+START_BATCH = 2_000  # records in one start request (bounded frames)
 MOVE_WINDOW = 5.0  # seconds a node waits for a child announced to be moving to it
 LEAVE_TIMEOUT = 30.0  # at most this long to hand children off before leaving
 FLUSH_TIMEOUT = 2.0  # at most this long for peers to acknowledge the final registry state

@@ -226,8 +226,8 @@ class ChildSpec:
         max_restarts: int,
         max_seconds: float,
     ) -> None:
-        # shared strings and numbers: a node may hold many replicas (one string for the
-        # many specs of one kind)
+        # one start string and one policy tuple for the many specs of one kind (a node holds
+        # a spec for every child of the cluster)
         policy = (_POLICY_NAMES[restart], float(shutdown_timeout), max_restarts, float(max_seconds))
         self._store(id, sys.intern(ref), args, kwargs, metadata, _shared_policy(policy))
 
@@ -280,28 +280,20 @@ class ChildSpec:
     def extras(self) -> dict[str, Any] | None:
         """The fields other than ``id`` and ``start`` that differ from their defaults, as
         msgpack data (``None`` when all are defaults: most specs)."""
-        out: dict[str, Any] | None = None
+        out: dict[str, Any] = {}
         if self.args:
-            out = {"args": list(self.args)}
+            out["args"] = list(self.args)
         if self.kwargs:
-            out = out or {}
             out["kwargs"] = dict(self.kwargs)
-        if self.restart != "permanent":
-            out = out or {}
-            out["restart"] = self.restart
-        if self.shutdown_timeout != 5.0:
-            out = out or {}
-            out["shutdown_timeout"] = self.shutdown_timeout
         if self.metadata:
-            out = out or {}
             out["metadata"] = dict(self.metadata)
-        if self.max_restarts != 3:
-            out = out or {}
-            out["max_restarts"] = self.max_restarts
-        if self.max_seconds != 5.0:
-            out = out or {}
-            out["max_seconds"] = self.max_seconds
-        return out
+        if self.policy != _DEFAULT_POLICY:
+            for name, value, default in zip(
+                _POLICY_FIELDS, self.policy, _DEFAULT_POLICY, strict=True
+            ):
+                if value != default:
+                    out[name] = value
+        return out or None
 
     @classmethod
     def from_extras(cls, id: Any, start: Any, extras: Any) -> ChildSpec:
@@ -393,6 +385,7 @@ class ChildSpec:
 _SETTERS: Final = tuple(getattr(ChildSpec, name).__set__ for name in ChildSpec.__slots__)
 _POLICIES_SEEN: dict[tuple[Any, float, int, float], tuple[Any, float, int, float]] = {}
 _DEFAULT_POLICY: Final[tuple[RestartPolicy, float, int, float]] = ("permanent", 5.0, 3, 5.0)
+_POLICY_FIELDS: Final = ("restart", "shutdown_timeout", "max_restarts", "max_seconds")
 _POLICIES_SEEN[_DEFAULT_POLICY] = _DEFAULT_POLICY
 
 
