@@ -19,7 +19,10 @@ and Lifeguard papers:
   suspicion timeout starts at ``suspicion_max_timeout_mult`` times :func:`suspicion_timeout` and
   shrinks logarithmically towards it as distinct members confirm the suspicion
   (:func:`remaining_suspicion_time`). Buddy system: a ping to a suspect carries the suspicion,
-  and every member that starts suspecting X also tells X directly, so X refutes at once.
+  and every member that starts suspecting X also tells X directly, so X refutes at once; a
+  suspect that sends this node anything is told again (at most once a probe interval): after a
+  partition heals, the suspicion's gossip may have run out of retransmissions, and the next
+  probe of X can come after the suspicion times out.
 * **Incarnations.** Alive beats suspect/dead only with a strictly higher incarnation; suspect
   and dead apply at an equal or higher one; a dead or left member stays so until a
   higher-incarnation alive arrives; a push-pull entry that says dead is taken as a suspicion
@@ -422,6 +425,7 @@ class _Suspicion:
     confirmers: set[str]
     confirmations: int = 0
     deadline: float = 0.0
+    told_at: float = -math.inf  # when the suspect was last told of it directly
 
     def __post_init__(self) -> None:
         self.restart(self.start)
@@ -662,6 +666,7 @@ class Membership:
         if self._accused and not answered and not self._left:
             # the sender holds an accusation about this node: correct it directly
             out.append(Send(sender_address, sender, Broadcast((self._own_alive(),))))
+        self._tell_suspect(sender, sender_address, now, out)
         if isinstance(message, Ping):
             if answered:  # the ack carries the refutation first, if there is one
                 ack = Ack(message.seq, self._take())
@@ -952,6 +957,24 @@ class Membership:
         for rival in [r for r in self._rivals if r.name == name]:
             del self._rivals[rival]
         self._event("left" if d.left else "failed", entry, previous, out)
+
+    def _tell_suspect(
+        self, sender: NodeId, address: Address, now: float, out: list[Output]
+    ) -> None:
+        """A member this node suspects reached it: it is reachable again (a partition healed)
+        and may not know of the suspicion (its gossip can run out of retransmissions while the
+        partition lasts, and this node probes it only once a round): tell it directly, at most
+        once a probe interval, so that it refutes before the suspicion times out."""
+        entry = self._members.get(sender.name)
+        suspicion = self._suspicions.get(sender.name)
+        if entry is None or suspicion is None or entry.node != sender:
+            return
+        if entry.state != State.SUSPECT or now - suspicion.told_at < self.config.probe_interval:
+            return
+        suspicion.told_at = now
+        out.append(
+            Send(address, sender, Broadcast((Suspect(sender, entry.incarnation, self._me.name),)))
+        )
 
     def _reannounce(self) -> None:
         """Someone still holds an accusation this node already refuted (its refutation may

@@ -362,6 +362,26 @@ def test_buddy_system_lets_a_suspect_refute_at_once() -> None:
     assert get(a, "b").state == State.ALIVE
 
 
+def test_a_suspect_that_reaches_this_node_is_told_of_the_suspicion() -> None:
+    """After a partition heals, a suspect may never have heard of its suspicion (the gossip
+    ran out of retransmissions meanwhile) and this node probes it once a round only: any
+    message from it gets the suspicion back directly, so it refutes before the timeout."""
+    a, b = machine("a"), machine("b")
+    learn(a, b)
+    a.receive(b.me, b.address, Broadcast((Suspect(b.me, 0, "z"),)), 0.0)  # via a third node
+    assert get(a, "b").state == State.SUSPECT
+    out = a.receive(b.me, b.address, Broadcast(()), 0.5)  # b talks to a: reachable again
+    [told] = [s for s in sends(out) if s.target == b.me]
+    assert told.message == Broadcast((Suspect(b.me, 0, "a"),))
+    assert not [s for s in sends(a.receive(b.me, b.address, Broadcast(()), 0.5 + P / 2))]
+    [answer] = sends(b.receive(a.me, a.address, told.message, 0.6))
+    assert b.incarnation == 1  # refuted, and the accuser is answered directly
+    out = a.receive(b.me, b.address, answer.message, 0.61)
+    assert [e.kind for e in events(out)] == ["alive"]
+    assert get(a, "b").state == State.ALIVE
+    assert not [s for s in sends(a.receive(b.me, b.address, Broadcast(()), 2.0))]
+
+
 # -- merge rules -------------------------------------------------------------------------------
 
 
