@@ -1899,7 +1899,7 @@ class Coordinator:
         it applies)."""
         member = self.members.get(peer)
         known = self.desired.get
-        node, boot_id = sys.intern(peer), sys.intern(str(boot))
+        node, boot_id = sys.intern(str(peer)), sys.intern(str(boot))
         decoded = await paced(lambda item: entry_from_wire(item, known, node, boot_id), items)
         if self.members.get(peer) != member:
             return None
