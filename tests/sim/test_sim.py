@@ -219,11 +219,13 @@ def test_random_schedules_with_hot_moves(part: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 25,000 schedules: about 6 minutes on this 2-core machine
 def test_random_schedules_with_hot_moves_slow() -> None:
     sweep(range(HOT_SCHEDULES, HOT_SCHEDULES + SLOW_SCHEDULES // 4), SHELL, residual=True, hot=True)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(7200)  # 100,000 schedules: about half an hour on this 2-core machine
 def test_random_schedules_slow() -> None:
     sweep(range(DEFAULT_SCHEDULES, DEFAULT_SCHEDULES + SLOW_SCHEDULES), SHELL, residual=True)
 
