@@ -864,10 +864,11 @@ class Coordinator:
             async with self._moving:
                 for cid in ids:
                     child = runtime.get(cid)
-                    if child is not None:
-                        records[cid] = self.record_of(
-                            child.spec, child.metadata, runtime.epoch(cid)
-                        )
+                    if child is None:
+                        continue
+                    record = self.record_of(child.spec, child.metadata, runtime.epoch(cid))
+                    if record.status == LIVE:  # else stopped here by the next plan, not moved
+                        records[cid] = record
                 if not records:
                     return
                 cold = records
@@ -1456,6 +1457,8 @@ class Coordinator:
         does not own it and an owner already runs it: the sender's view was partial (a heal
         still converging), and the child is safe where it is."""
         cid = record.spec.id
+        if record.status != LIVE:  # a move of a copy whose tombstone its source had learnt
+            return NotFound(cid)
         if kind == "migrate":
             owners = self.owners(cid)
             if self.node not in owners:

@@ -733,7 +733,9 @@ class SimNode:
         records = []
         for cid in present:
             copy = self.children[cid]
-            records.append(self.record_of(copy.spec, copy.metadata, copy.epoch))
+            record = self.record_of(copy.spec, copy.metadata, copy.epoch)
+            if record.status == LIVE:  # else stopped here by the next plan, not moved
+                records.append(record)
         if not records:
             self._done(ids)
             return
@@ -1020,6 +1022,8 @@ class SimNode:
         """Why ``record`` is not started here now: it already runs here, the desired state has
         moved past it, or (a move) this node does not own it and an owner runs it."""
         cid = record.spec.id
+        if record.status != LIVE:  # a move of a copy whose tombstone its source had learnt
+            return NotFound(cid)
         if kind == "migrate":
             owners = self.owners(cid)
             if self.name not in owners:

@@ -56,6 +56,11 @@ F11 rf>1: an owner that could not start its replica buried the child although a 
     replica; the final checks allow the missing replica then).
 F12 a user's stop during a cold move found the child nowhere and was acknowledged; the migrate
     started the stopped child: the stop goes to every peer and waits for the answers.
+F14 a draining node paused through a user's stop resumed, learnt the tombstone and moved the
+    child anyway, with the tombstone as its record (``record_of`` gives the newest version),
+    and the target, which held the same tombstone, started it (found by the 100,000-schedule
+    sweep, seed 23153): a move carries live records only, and no node starts a record that
+    says the child must not run.
 
 Open, each a strict xfail ``test_open_finding[<name>]`` with its candidate fix (``FIXES``):
 
@@ -419,6 +424,16 @@ F1 = Schedule(
         Step("start", ("n2", ("c6", "c7"), True), 0.248),
     ),
 )  # fmt: skip
+F14 = Schedule(
+    seed=23153, rf=1, nodes=("n0", "n1", "n2", "n3"), bad=(),
+    steps=(
+        Step("start", ("n0", ("c0", "c1", "c2", "c3", "c4"), False), 2.316),
+        Step("drain", ("n1",), 0.866),
+        Step("pause", ("n1", 5.145), 0.0283),
+        Step("wait", (), 0.349),
+        Step("stop", ("n0", ("c2", "c3")), 0.234),
+    ),
+)  # fmt: skip
 F4 = Schedule(
     seed=39, rf=2, nodes=("n0", "n1", "n2", "n3"), bad=(("c9", ("n1",)),),
     steps=(Step("start", ("n3", tuple(f"c{i}" for i in range(10)), False), 1.043),),
@@ -651,6 +666,7 @@ FIXED: dict[str, Case] = {
     "F11": f11_replica_bury,
     "F12": f12_stop_during_a_move,
     "F13": f13_stop_while_starting,
+    "F14": _schedule(F14),
 }
 #: open finding -> (its reproduction, what its violation says, its candidate fix, why it fails)
 OPEN: dict[str, tuple[Case, str, frozenset[str], str]] = {
