@@ -300,12 +300,10 @@ class ChildSpec:
         """The spec whose :attr:`id`, :attr:`start` and :meth:`extras` these are, refusing
         anything malformed like :meth:`from_wire`."""
         if extras is None:
-            if type(id) is str and 0 < len(id) <= MAX_CHILD_ID_LENGTH and type(start) is str:
-                module, sep, attr = start.partition(":")
-                if sep and module and attr:
-                    spec = object.__new__(cls)
-                    spec._store(id, sys.intern(start), (), _EMPTY, _EMPTY, _DEFAULT_POLICY)
-                    return spec
+            if _plain_identity(id, start):  # most specs: every option is its default
+                spec = object.__new__(cls)
+                spec._store(id, sys.intern(start), (), _EMPTY, _EMPTY, _DEFAULT_POLICY)
+                return spec
             return cls.from_wire({"id": id, "start": start})
         if type(extras) is not dict or "id" in extras or "start" in extras:
             raise InvalidSpec("malformed child spec extras")
@@ -348,9 +346,7 @@ class ChildSpec:
         max_restarts = data.get("max_restarts", 3)
         max_seconds = data.get("max_seconds", 5.0)
         if not (
-            type(cid) is str
-            and 0 < len(cid) <= MAX_CHILD_ID_LENGTH
-            and type(start) is str
+            _plain_identity(cid, start)
             and type(args) in (list, tuple)
             and (kwargs is None or type(kwargs) is dict)
             and (metadata is None or type(metadata) is dict)
@@ -361,9 +357,6 @@ class ChildSpec:
             and _plain_positive(timeout)
             and _plain_positive(max_seconds)
         ):
-            return None
-        module, sep, attr = start.partition(":")
-        if not (sep and module and attr):
             return None
         if kwargs and not all(type(key) is str for key in kwargs):
             return None
@@ -409,6 +402,14 @@ _WIRE_FIELDS = frozenset(
         "max_seconds",
     )
 )
+
+
+def _plain_identity(cid: object, start: object) -> bool:
+    """A valid id and ``"module:Name"`` start, both exactly ``str`` (the wire's fast paths)."""
+    if type(cid) is not str or not 0 < len(cid) <= MAX_CHILD_ID_LENGTH or type(start) is not str:
+        return False
+    module, sep, attr = start.partition(":")
+    return bool(sep and module and attr)
 
 
 def _plain_positive(x: object) -> bool:
