@@ -110,7 +110,7 @@ class ConsistentHashing:
         self._positions: list[int] = []
         self._point_nodes: list[str] = []
         self._owners_at: dict[int, list[_Owners | None]] = {}
-        self._position: Callable[[str], int] = _md5_position  # a child id's ring position
+        self._position: Callable[[str], int] = _md5_position  # ring position of an id (per table)
         for node in nodes:
             self.add_node(node)
 

@@ -17,7 +17,9 @@ and with a hub: ``start``, ``stop``, ``stop_all``, ``registry``, ``local``, ``lo
 ``watch`` (``ids``, or ``count`` with ``prefix``; ``on``: exactly once on its owner; ``total``:
 the registry holds that many children), ``locked``, ``try_start``, ``modes``.
 Hub commands run concurrently (each in its own task); a command that raises answers
-``{"ev": "error"}``. Every read goes through the hub's public API.
+``{"ev": "error"}``. Every read goes through the hub's public API, except the ``watch``
+probes: they read the registry's partitions (``hub.runtime.registry``, what ``hub.lookup``
+reads) without building a pid per child.
 """
 
 from __future__ import annotations

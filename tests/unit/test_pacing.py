@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
-from hub.pacing import Pace, RollingSweep, paced
+from hub.pacing import SLICE, Pace, RollingSweep, paced
 
 
 def test_a_slice_is_due_once_used_up_and_not_before() -> None:
@@ -28,8 +29,28 @@ async def test_a_pause_gives_other_tasks_a_turn() -> None:
     await task
 
 
-async def test_paced_maps_in_order() -> None:
+async def test_paced_maps_in_order_and_lets_other_tasks_run_between_slices() -> None:
     assert await paced(lambda x: x * 2, range(5)) == [0, 2, 4, 6, 8]
+    turns: list[int] = []
+    done: list[int] = []
+
+    async def other() -> None:
+        while True:
+            turns.append(len(done))
+            await asyncio.sleep(0)
+
+    def slow(x: int) -> int:
+        time.sleep(SLICE / 4)  # ten of them take more than two slices
+        done.append(x)
+        return x
+
+    task = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    try:
+        assert await paced(slow, range(10)) == list(range(10))
+    finally:
+        task.cancel()
+    assert any(0 < n < 10 for n in turns)  # it ran while the map was under way
 
 
 def test_a_rolling_sweep_visits_everyone_once_a_round_a_bounded_part_at_a_time() -> None:
