@@ -1933,14 +1933,12 @@ class Coordinator:
         node, boot, version, part, parts, items = payload
         if node == self.node or not 0 <= part < parts <= MAX_SNAPSHOT_PARTS:
             return
-        if part == 0 and node not in self._parts:
-            mine = self.registry.partitions.get(node)
-            if mine is not None and mine.boot_id == boot and mine.version >= version:
-                # nothing newer than what is held (a join both pushes and pulls partitions):
-                # not decoded; its later parts find no snapshot under way and are skipped
-                if self.members.get(node) == boot:
-                    self._synced(node)
-                return
+        if part == 0 and node not in self._parts and self.registry.holds(node, boot, version):
+            # nothing newer than what is held (a join both pushes and pulls partitions): not
+            # decoded; its later parts find no snapshot under way and are skipped
+            if self.members.get(node) == boot:
+                self._synced(node)
+            return
         elif part and not self._continues(node, boot, version, parts):
             return  # a part of a snapshot whose start we missed: the next one repairs it
         entries = await self._entries_from_wire(node, boot, items)
@@ -2029,7 +2027,7 @@ class Coordinator:
         now = asyncio.get_running_loop().time()
         part = self.registry.partitions.get(name)
         held_version = part.version if part is not None and part.boot_id == boot else None
-        current = held_version is not None and held_version >= version
+        current = self.registry.holds(name, boot, version)
         if current and self.members.get(name) == boot:
             self._synced(name)
         held = self._parts.get(name)

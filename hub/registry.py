@@ -183,13 +183,17 @@ class Registry:
         part.version = delta.version
         return _net(changes)
 
+    def holds(self, node: str, boot_id: Any, version: Any) -> bool:
+        """Whether this registry holds ``node``'s partition of boot ``boot_id`` at ``version``
+        or newer (a snapshot of it would change nothing)."""
+        part = self.partitions.get(node)
+        return part is not None and part.boot_id == boot_id and part.version >= version
+
     def load(self, snapshot: Snapshot) -> list[Change]:
         """Replace a peer's partition with ``snapshot`` (if it is newer or a new boot)."""
-        if snapshot.node == self.node:
-            return []
-        part = self.partitions.get(snapshot.node)
-        same_boot = part is not None and part.boot_id == snapshot.boot_id
-        if same_boot and part is not None and snapshot.version <= part.version:
+        if snapshot.node == self.node or self.holds(
+            snapshot.node, snapshot.boot_id, snapshot.version
+        ):
             return []
         return self._load(snapshot.node, snapshot.boot_id, snapshot.version, snapshot.entries)
 
