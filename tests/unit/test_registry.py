@@ -71,7 +71,8 @@ def test_snapshot_replaces_a_partition_and_reports_the_difference() -> None:
     stale = Snapshot("a", "boot2", 0, ())
     assert replica.load(stale) == []
     assert replica.lookup("c2") == [("a", Pid("a", "boot2", 7))]
-    assert replica.holds("a", "boot2", 1) and replica.holds("a", "boot2", 0)
+    assert replica.holds("a", "boot2", 1)
+    assert replica.holds("a", "boot2", 0)
     assert not replica.holds("a", "boot2", 2)  # newer
     assert not replica.holds("a", "boot1", 0)  # another boot
     assert not replica.holds("x", "boot2", 0)  # never held
