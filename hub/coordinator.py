@@ -758,18 +758,25 @@ class Coordinator:
         runtime = self.runtime
         if starts:
             for action in starts:
-                self._busy[action.child_id] = now + self.start_timeout + 1.0
+                self._occupy(action.child_id, now + self.start_timeout + 1.0)
             runtime.own(self._start_planned(starts), "failover-start")
         for reason, ids in stops.items():
             for cid in ids:
-                self._busy[cid] = now + 60.0
+                self._occupy(cid, now + 60.0)
                 self._expected.add(cid)
             runtime.own(self._stop_planned(ids, reason), f"stop:{reason}")
         if moves:
             for ids in moves.values():
                 for cid in ids:
-                    self._busy[cid] = now + 60.0
+                    self._occupy(cid, now + 60.0)
             runtime.own(self._migrate(moves), "migrate")
+
+    def _occupy(self, child_id: str, until: float) -> None:
+        """An operation of this node on ``child_id`` is in flight until ``until`` (or its
+        ``_done``). It ends the child's parking: a parked retry's past deadline, read before
+        ``_busy``, would let the next plan start a second operation on the child."""
+        self._busy[child_id] = until
+        self._parked.pop(child_id, None)
 
     def _done(self, ids: Iterable[str]) -> None:
         for cid in ids:

@@ -662,18 +662,22 @@ class SimNode:
         cfg = self.cfg
         if starts:
             for start in starts:
-                self.busy[start.child_id] = now + cfg.start_timeout + 1.0
+                self._occupy(start.child_id, now + cfg.start_timeout + 1.0)
             self.later(0.0, self._start_planned, starts)
         for reason, ids in stops.items():
             for cid in ids:
-                self.busy[cid] = now + 60.0
+                self._occupy(cid, now + 60.0)
                 self.expected.add(cid)
             self.later(0.0, self._stop_planned, ids, reason)
         if moves:
             for ids in moves.values():
                 for cid in ids:
-                    self.busy[cid] = now + 60.0
+                    self._occupy(cid, now + 60.0)
             self.later(0.0, self._migrate, moves)
+
+    def _occupy(self, cid: str, until: float) -> None:
+        self.busy[cid] = until
+        self.parked.pop(cid, None)  # its past deadline would hide ``busy`` from the planner
 
     def _done(self, ids: Iterable[str]) -> None:
         for cid in ids:

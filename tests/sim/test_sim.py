@@ -9,9 +9,7 @@
   open findings' candidate fixes (``FIXES``): then 1 shows it, and at most 0.2% may.
 * The same kind of schedules (rf=1) with HotSwap moves: 1,000 by default (``SIM_HOT_SCHEDULES``),
   25,000 more under ``-m slow``, with the same residue allowance (the default 1,000 show it
-  in 9). The slow sweeps stop at their first failing schedule: the HotSwap one fails at seed
-  4109 (a transient child removed for a move is taken as ended by itself; open, no candidate
-  fix yet).
+  in 9). The slow sweeps stop at their first failing schedule.
 * Hand-written scenarios.
 * A regression test per fixed finding (its reproduction shows no violation at all) and a strict
   xfail per open finding (it fails as XPASS once the shell is fixed), with the check that the
@@ -63,6 +61,12 @@ F14 a draining node paused through a user's stop resumed, learnt the tombstone a
     and the target, which held the same tombstone, started it (found by the 100,000-schedule
     sweep, seed 23153): a move carries live records only, and no node starts a record that
     says the child must not run.
+F15 HotSwap: a refused hot move is parked until a retry time; the retry began, and a second
+    move of the same child began while the first was in flight (the parked deadline, past,
+    was read before the busy one). The second one's refusal ended the first's expectation of
+    the old copy's removal, and that removal was taken as the transient child ending by itself:
+    a tombstone (found by the 25,000-schedule HotSwap sweep, seed 4109): an operation begun on
+    a child ends its parking.
 
 Open, each a strict xfail ``test_open_finding[<name>]`` with its candidate fix (``FIXES``):
 
@@ -436,6 +440,37 @@ F14 = Schedule(
         Step("stop", ("n0", ("c2", "c3")), 0.234),
     ),
 )  # fmt: skip
+F15 = Schedule(
+    seed=4109, rf=1, nodes=("n0", "n1", "n2", "n3"), bad=(("c12", ("n1", "n3")), ("c9", ("n0", "n3"))),
+    steps=(
+        Step("start", ("n0", ("c0", "c1", "c2", "c3", "c4"), False), 1.767),
+        Step("leave", ("n0",), 0.0259),
+        Step("pause", ("n3", 6.981), 0.641),
+        Step("join", ("n4",), 1.564),
+        Step("kill", ("n4",), 2.66),
+        Step("wait", (), 1.255),
+        Step("stop", ("n2", ("c5",)), 3.145),
+        Step("drain", ("n2",), 2.05),
+        Step("stop", ("n2", ("c5",)), 3.592),
+        Step("start", ("n3", ("c7", "c8"), False), 0.005),
+        Step("join", ("n5",), 0.0085),
+        Step("stop", ("n5", ("c0", "c8")), 0.237),
+        Step("partition", ((("n5",), ("n1", "n2", "n3")),), 0.807),
+        Step("pause", ("n2", 1.41), 0.291),
+        Step("leave", ("n3",), 0.368),
+        Step("start", ("n5", ("c9",), False), 3.561),
+        Step("stop", ("n2", ("c8",)), 0.202),
+        Step("wait", (), 0.0277),
+        Step("join", ("n6",), 2.299),
+        Step("start", ("n6", ("c10",), False), 1.134),
+        Step("wait", (), 0.234),
+        Step("leave", ("n6",), 0.0067),
+        Step("kill", ("n2",), 2.187),
+        Step("start", ("n5", ("c11", "c12"), True), 2.869),
+        Step("start", ("n5", ("c13", "c14"), False), 3.59),
+        Step("restart", ("n1",), 0.762),
+    ),
+)  # fmt: skip
 F4 = Schedule(
     seed=39, rf=2, nodes=("n0", "n1", "n2", "n3"), bad=(("c9", ("n1",)),),
     steps=(Step("start", ("n3", tuple(f"c{i}" for i in range(10)), False), 1.043),),
@@ -452,9 +487,9 @@ F7 = Schedule(
 )  # fmt: skip
 
 
-def _schedule(schedule: Schedule) -> Callable[[frozenset[str]], list[str]]:
+def _schedule(schedule: Schedule, *, hot: bool = False) -> Callable[[frozenset[str]], list[str]]:
     def run(fixes: frozenset[str]) -> list[str]:
-        return _runner(fixes)(schedule).violations
+        return _runner(fixes, hot=hot)(schedule).violations
 
     return run
 
@@ -669,6 +704,7 @@ FIXED: dict[str, Case] = {
     "F12": f12_stop_during_a_move,
     "F13": f13_stop_while_starting,
     "F14": _schedule(F14),
+    "F15": _schedule(F15, hot=True),
 }
 #: open finding -> (its reproduction, what its violation says, its candidate fix, why it fails)
 OPEN: dict[str, tuple[Case, str, frozenset[str], str]] = {
