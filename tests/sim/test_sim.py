@@ -441,7 +441,8 @@ F14 = Schedule(
     ),
 )  # fmt: skip
 F15 = Schedule(
-    seed=4109, rf=1, nodes=("n0", "n1", "n2", "n3"), bad=(("c12", ("n1", "n3")), ("c9", ("n0", "n3"))),
+    seed=4109, rf=1, nodes=("n0", "n1", "n2", "n3"),
+    bad=(("c12", ("n1", "n3")), ("c9", ("n0", "n3"))),
     steps=(
         Step("start", ("n0", ("c0", "c1", "c2", "c3", "c4"), False), 1.767),
         Step("leave", ("n0",), 0.0259),
