@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import math
 import sys
 import time
 from collections import ChainMap
@@ -541,16 +542,26 @@ class Coordinator:
 
     # -- desired state -------------------------------------------------------------------------
 
-    def _learn(self, records: Iterable[Record], *, publish: bool = False) -> list[Record]:
-        """Merge records; returns those that changed the table."""
+    def _learn(
+        self, records: Iterable[Record], *, publish: bool = False, apart: bool = True
+    ) -> list[Record]:
+        """Merge records; returns those that changed the table. ``apart``: learnt apart from
+        the copy's registry entry (a records frame, a start's reply, a stop): a new live
+        version is in transit (no owner starts it) until its copy shows, or
+        ``start_timeout`` passed; its starter may be an owner that drains meanwhile."""
         changed = []
         now = time.time()
         guided = self._guided
+        desired = self.desired
+        transit_until = asyncio.get_running_loop().time() + self.start_timeout if apart else 0.0
         for record in records:
-            if not self.desired.merge(record, now):
+            old = desired.get(record.spec.id) if apart else None
+            if not desired.merge(record, now):
                 continue
             changed.append(record)
             cid = record.spec.id
+            if apart and record.status == LIVE and (old is None or old.epoch < record.epoch):
+                self._in_transit[cid] = transit_until
             self._dirty.add(cid)
             self._parked.pop(cid, None)  # a new record: decide again at once
             if publish:
@@ -1090,6 +1101,10 @@ class Coordinator:
         restart: list[tuple[Record, Arrival]] = []
         for cid, outcome in results:
             if isinstance(outcome, Pid):
+                if all(node != target for node, _ in self.running_on(cid)):
+                    # it runs there; until its entry shows, no owner starts another copy
+                    # (this node may own it again: its target drains meanwhile)
+                    self._in_transit[cid] = now + MOVE_WINDOW
                 skip = sent.get(cid, 0)
                 messenger.forward(target, cid, relay.forward(cid, target, now, skip=skip), 0)
                 continue
@@ -1230,12 +1245,18 @@ class Coordinator:
 
     def _abandon(self, cid: str, why: str) -> None:
         """A new copy waited in vain: if the old one still runs on a live source, this one
-        stops (the move did not happen); otherwise it starts from its spec."""
+        stops (the move did not happen), as it does when the child was stopped or buried
+        meanwhile; otherwise it starts from its spec."""
         incoming = self._incoming.pop(cid, None)
         if incoming is None:
             return
         incoming.timer.cancel()
         source = incoming.source
+        record = self.desired.live(cid)
+        if record is None or record.epoch > self.runtime.epoch(cid):
+            logger.info("hub %s: %s ended meanwhile; its copy here stops", self.hub_id, cid)
+            self.runtime.own(self._withdraw(cid, source), f"withdraw:{cid}")
+            return
         if any(n == source for n, _ in self.running_on(cid)):
             logger.warning(
                 "hub %s: %s did not move from %s (%s); the copy here stops",
@@ -1352,7 +1373,18 @@ class Coordinator:
     async def start_children(
         self, specs: Sequence[ChildSpec], metadata: Mapping[str, Any], timeout: float
     ) -> tuple[list[tuple[str, list[tuple[str, Pid]]]], list[tuple[str, HubError]]]:
-        """Route a start request: one batch per owner; returns ``(started, errors)``."""
+        """Route a start request: one batch per owner; returns ``(started, errors)``. While
+        a peer is not synchronized (it may not list this node yet, and place by a ring without
+        it), the routing waits for it, for half of ``timeout`` at most."""
+        if self.unsynced:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout / 2):
+                    while self.unsynced:
+                        self._registry_changed.clear()
+                        await self._registry_changed.wait()
+            timeout = max(0.0, deadline - loop.time())
         errors: list[tuple[str, HubError]] = []
         groups: dict[str, list[Record]] = {}
         guided = self._guided
@@ -1372,15 +1404,19 @@ class Coordinator:
 
         mine = groups.get(self.node, ())
         here = {r.spec.id for r in mine} if mine else set()
+        sent: list[str] = []
 
         async def start_on(target: str, records: list[Record]) -> None:
             if target == self.node:
                 outcomes.extend(await self.serve_start(records, timeout, 0, "start"))
                 return
-            # known here before the owner's registry entry carries them (no second decode);
-            # a start that fails writes its tombstone below. Not a record this node owns too
-            # (replicas): its own start (``serve_start``) learns those, busy, at the right time
-            self._learn(r for r in records if r.spec.id not in here)
+            # known here before the owner's registry entry carries them (no second decode),
+            # and in transit until the request ends (a start that fails writes its tombstone
+            # below). Not a record this node owns too (replicas): its own start
+            # (``serve_start``) learns those, busy, at the right time
+            for record in self._learn((r for r in records if r.spec.id not in here), apart=False):
+                self._in_transit[record.spec.id] = math.inf
+                sent.append(record.spec.id)
             outcomes.extend(await self.start_remote(target, records, timeout, "start"))
 
         async def batches_on(target: str, records: list[Record]) -> None:
@@ -1389,7 +1425,26 @@ class Coordinator:
             for i in range(0, len(records), START_BATCH):
                 await start_on(target, records[i : i + START_BATCH])
 
-        await asyncio.gather(*(batches_on(t, rs) for t, rs in groups.items()))
+        try:
+            await asyncio.gather(*(batches_on(t, rs) for t, rs in groups.items()))
+            where, failed = self._started(groups, outcomes)
+        finally:  # the copies that started: in transit until they show, for a while at most
+            until = asyncio.get_running_loop().time() + self.start_timeout
+            in_transit = self._in_transit
+            for cid in sent:
+                if in_transit.get(cid) == math.inf:
+                    in_transit[cid] = until
+        remote = [(cid, pid) for cid, pids in where.items() for n, pid in pids if n != self.node]
+        await self.until_visible(remote, asyncio.get_running_loop().time() + timeout)
+        started = [(s.id, where[s.id]) for s in specs if s.id in where]
+        errors += [(s.id, failed[s.id]) for s in specs if s.id in failed and s.id not in where]
+        return started, errors
+
+    def _started(
+        self, groups: Mapping[str, list[Record]], outcomes: list[tuple[str, Pid | HubError]]
+    ) -> tuple[dict[str, list[tuple[str, Pid]]], dict[str, HubError]]:
+        """The outcome of a start request, per child: where it started, or why not (it then
+        gets a tombstone here and everywhere, unless it runs already)."""
         where: dict[str, list[tuple[str, Pid]]] = {}
         failed: dict[str, HubError] = {}
         for cid, outcome in outcomes:
@@ -1410,11 +1465,7 @@ class Coordinator:
                         self.origin, STOPPED, f"start failed: {error}", time.time()
                     )
                 )
-        remote = [(cid, pid) for cid, pids in where.items() for n, pid in pids if n != self.node]
-        await self.until_visible(remote, asyncio.get_running_loop().time() + timeout)
-        started = [(s.id, where[s.id]) for s in specs if s.id in where]
-        errors += [(s.id, failed[s.id]) for s in specs if s.id in failed and s.id not in where]
-        return started, errors
+        return where, failed
 
     async def serve_start(
         self,
@@ -1501,7 +1552,7 @@ class Coordinator:
             return out
         # the records travel with the registry entries once the children run: a peer that
         # knew a record of a child still starting here could, as its owner, start another
-        self._learn(mine)
+        self._learn(mine, apart=False)  # each copy's entry carries its record
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout + 1.0
         arrivals: dict[str, Arrival] = {}
@@ -1913,7 +1964,7 @@ class Coordinator:
         decoded = await paced(lambda item: entry_from_wire(item, known, node, boot_id), items)
         if self.members.get(peer) != member:
             return None
-        self._learn(record for record, _ in decoded)
+        self._learn((record for record, _ in decoded), apart=False)
         return [entry for _, entry in decoded]
 
     async def _apply_delta(self, peer: str, payload: Any) -> bool:
@@ -1985,6 +2036,7 @@ class Coordinator:
         """We hold ``peer``'s current partition: decisions that waited for it can be made."""
         if peer in self.unsynced:
             self.unsynced.discard(peer)
+            self._registry_changed.set()  # a start request may wait for it
             self._replan_local(())
 
     def _ask_snapshot(self, peer: str) -> None:

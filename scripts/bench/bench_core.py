@@ -3,7 +3,9 @@
 
 1. Scale: N children (100,000; ``--quick``: 10,000) started from one of 3 nodes with the default
    timeouts: start errors (goal: 0), when the start call returned, and seconds until every
-   node's registry holds all of them (goal: <= 5 s).
+   node's registry holds all of them (goal: <= 5 s), both counted from the moment
+   ``hub.start_children`` is called (the node first builds the 100,000 specs, which the
+   benchmark reports apart).
 2. Failover: kill -9 of one of those 3 nodes: seconds to detection (first survivor to declare
    it failed) and until every child runs again (every survivor's registry holds every child,
    none on the dead node; goal: <= detection + 2 s).
@@ -93,16 +95,19 @@ async def scale_and_failover(n: int, tuned_gc: bool) -> dict[str, Any]:
             cmd="start", n=n, prefix="c", default_timeout=True, reply_timeout=LONG
         )
         visible = await reached(nodes, marks, LONG)
+        called = reply["called"]  # the node built the specs: the hub's part begins
         out["start"] = {
             "errors": reply["n_errors"],
             "error_examples": reply["errors"][:3],
-            "start_call_returned_s": reply["t"] - t0,
-            "visible_everywhere_s": None if visible is None else visible - t0,
+            "specs_built_s": called - t0,
+            "start_call_returned_s": reply["t"] - called,
+            "visible_everywhere_s": None if visible is None else visible - called,
         }
         print(
-            f"{gc}start {n:,} from one of 3 nodes (default timeouts): {reply['n_errors']} errors, "
-            f"call returned after {reply['t'] - t0:.2f}s, every registry holds all after "
-            + ("never" if visible is None else f"{visible - t0:.2f}s"),
+            f"{gc}start {n:,} from one of 3 nodes (default timeouts; {called - t0:.2f}s to build "
+            f"the specs first): {reply['n_errors']} errors, start_children returned after "
+            f"{reply['t'] - called:.2f}s, every registry holds all after "
+            + ("never" if visible is None else f"{visible - called:.2f}s"),
             flush=True,
         )
         if visible is None:

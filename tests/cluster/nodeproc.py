@@ -153,10 +153,12 @@ async def hub_command(hub: Hub | None, cmd: dict[str, Any]) -> None:
             specs = await make_specs(cmd)
             # "timeout": null (or absent with "default_timeout") uses the hub's default
             timeout = None if cmd.get("default_timeout") else cmd.get("timeout", 30)
+            called = time.monotonic()  # the specs are built: the hub's part begins
             res = await hub.start_children(specs, timeout=timeout)
             reply(
                 cmd,
                 "started",
+                called=called,
                 ok=len(res.started),
                 status=res.status,
                 n_errors=len(res.errors),
@@ -289,10 +291,12 @@ async def watch(
     wanted = set(ids)
 
     def shown(cid: str) -> bool:
+        if owner is None and without is None:
+            return any(cid in part.entries for part in partitions.values())
         where = [node for node, part in partitions.items() if cid in part.entries]
         if owner is not None:
             return where == [owner[cid]]
-        return bool(where) and (without is None or without not in where)
+        return bool(where) and without not in where
 
     def all_shown() -> bool:
         if owner is not None:
@@ -315,7 +319,7 @@ async def watch(
             if all_shown():
                 break
             cursor = next((i for i, cid in enumerate(ids) if not shown(cid)), 0)
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0.005)  # the moment is known within 5 ms
     reply(cmd, "reached", count=count)
 
 

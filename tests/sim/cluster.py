@@ -60,18 +60,12 @@ class SimConfig:
     fixes: frozenset[str] = frozenset()
 
 
-#: Candidate fixes of what the shell still gets wrong (F1, F7, F13 in ``test_sim``).
-#: ``"joining"`` (F1): a node defers a user's start request while it has unsynced peers (a
-#: peer syncs only once it lists this node: a joiner's wider ring would place children where
-#: the others do not look). ``"rumours"`` (F1): a peer's anti-entropy state carries its
-#: member list; a member it lists that this node does not know (and did not see leave within
-#: the detection period) counts as unsynced here until this node knows it (or the rumour is a
-#: detection period old): no start while the views disagree. ``"announce"`` (F7): a new live
-#: record learnt apart from a registry entry (a records frame, a start reply) makes an owner
-#: wait ``start_timeout`` for its copy to show before it starts one (as if it were in
-#: transit). ``"handed"`` (F7): the source of a move that succeeded counts the child in
-#: transit (``MOVE_WINDOW`` at most) until the target's registry entry shows.
-FIXES = frozenset({"joining", "rumours", "announce", "handed"})
+#: Candidate fixes of what the shell still gets wrong (F1 in ``test_sim``): ``"rumours"``: a
+#: peer's anti-entropy state carries its member list; a member it lists that this node does
+#: not know (and did not see leave within the detection period) counts as unsynced here until
+#: this node knows it (or the rumour is a detection period old): no start while the views
+#: disagree.
+FIXES = frozenset({"rumours"})
 
 
 def spec(cid: str, *, transient: bool = False, max_seconds: float = 5.0) -> ChildSpec:

@@ -372,17 +372,16 @@ class SimNode:
     ) -> list[Record]:
         changed = []
         now = self.sched.now
-        # ``apart``: learnt apart from the copy's registry entry (not for the candidate fix
-        # "announce": with an entry, or for a start here)
-        announce = "announce" in self.cfg.fixes and apart
+        # ``apart``: learnt apart from the copy's registry entry (not with an entry, or for a
+        # start here): a new live version is in transit until its copy shows
         for record in records:
             cid = record.spec.id
-            old = self.desired.get(cid) if announce else None
+            old = self.desired.get(cid) if apart else None
             if not self.desired.merge(record, now):
                 continue
             self.parked.pop(cid, None)  # a new record: decide again at once
-            if announce and record.status == LIVE and (old is None or old.epoch < record.epoch):
-                self.in_transit[cid] = now + self.cfg.start_timeout  # candidate fix
+            if apart and record.status == LIVE and (old is None or old.epoch < record.epoch):
+                self.in_transit[cid] = now + self.cfg.start_timeout
             changed.append(record)
             self.dirty.add(cid)
             if publish:
@@ -752,11 +751,7 @@ class SimNode:
 
         def moved(results: list[tuple[str, Outcome]]) -> None:
             self.cluster.ledger.moved(self, target, results)
-            if "handed" in self.cfg.fixes:  # candidate fix: it runs there, the entry follows
-                until = self.sched.now + MOVE_WINDOW
-                for cid, outcome in results:
-                    if isinstance(outcome, Pid):
-                        self.in_transit[cid] = until
+            self._handed(target, results)
             self._done(ids)
 
         def stopped(_stopped: list[str], _errors: dict[str, HubError]) -> None:
@@ -764,6 +759,13 @@ class SimNode:
             self.start_remote(target, records, self.cfg.start_timeout, "migrate", 0, moved)
 
         self.runtime_stop(present, "migrate", tags, stopped)
+
+    def _handed(self, target: str, results: Iterable[tuple[str, Outcome]]) -> None:
+        """``_moved``: a child that moved is in transit until the target's entry shows."""
+        until = self.sched.now + MOVE_WINDOW
+        for cid, outcome in results:
+            if isinstance(outcome, Pid) and all(n != target for n, _ in self.running_on(cid)):
+                self.in_transit[cid] = until
 
     def _migrate_hot(self, target: str, ids: list[str], records: list[Record]) -> None:
         """HotSwap (``_move_hot``): the target starts held copies and answers when they are
@@ -810,6 +812,7 @@ class SimNode:
             def handed(error: HubError | None, value: Any) -> None:
                 outcomes = [(c, error) for c in moving] if error is not None else list(value)
                 self.cluster.ledger.moved(self, target, outcomes)
+                self._handed(target, outcomes)
                 restart = []
                 for cid, outcome in outcomes:
                     if isinstance(outcome, Pid) or late:
@@ -888,7 +891,7 @@ class SimNode:
 
     def _abandon(self, cid: str, token: int) -> None:
         """``_abandon``: a held copy waited in vain: it stops if the old copy still runs on a
-        live source, else it runs (from its spec)."""
+        live source or the child ended meanwhile, else it runs (from its spec)."""
         incoming = self.incoming.get(cid)
         if incoming is None or incoming[1] != token:
             return
@@ -898,7 +901,9 @@ class SimNode:
             self._done([cid])
             return
         source = incoming[0]
-        if any(n == source for n, _ in self.running_on(cid)):
+        record = self.desired.live(cid)
+        ended = record is None or record.epoch > copy.epoch  # stopped or buried meanwhile
+        if ended or any(n == source for n, _ in self.running_on(cid)):
             self.runtime_stop([cid], "withdraw", None, lambda _s, _e: self._done([cid]))
         elif copy.held:
             self._activate(copy)
@@ -912,13 +917,19 @@ class SimNode:
         specs: list[ChildSpec],
         timeout: float,
         done: Callable[[list[tuple[str, list[tuple[str, Pid]]]] | None, Any], None],
+        *,
+        wait_until: float | None = None,
     ) -> None:
         """A user's start request here: one batch per owner. ``done(started, errors)``, or
         ``done(None, error)`` when the request raised."""
-        if "joining" in self.cfg.fixes and self.unsynced and timeout > 0:
-            # candidate fix: route nothing before every peer knows this node (until it synced)
-            self.later(0.05, self.start_children, specs, timeout - 0.05, done)
-            return
+        if self.unsynced and timeout > 0:
+            # route nothing before every peer knows this node (until it synced), for half of
+            # ``timeout`` at most (the shell waits on a change of ``unsynced``, this polls)
+            wait_until = self.sched.now + timeout / 2 if wait_until is None else wait_until
+            if self.sched.now < wait_until:
+                step = partial(self.start_children, wait_until=wait_until)
+                self.later(0.01, step, specs, timeout - 0.01, done)
+                return
         errors: list[tuple[str, HubError]] = []
         groups: dict[str, list[Record]] = {}
         for spec in specs:
@@ -931,6 +942,7 @@ class SimNode:
         outcomes: list[tuple[str, Outcome]] = []
         left = [len(groups)]
         raised: list[HubError] = []
+        sent: list[str] = []
 
         def finish() -> None:
             where: dict[str, list[tuple[str, Pid]]] = {}
@@ -949,6 +961,7 @@ class SimNode:
                     why = f"start failed: {error}"
                     tombstone = records[cid].successor(self.origin, STOPPED, why, self.sched.now)
                     self.write(tombstone, "start-failed")
+            self._sent_done(sent)
             started = [(s.id, sorted(where[s.id])) for s in specs if s.id in where]
             errors.extend(
                 (s.id, failed[s.id]) for s in specs if s.id in failed and s.id not in where
@@ -960,6 +973,7 @@ class SimNode:
                 return
             if error is not None:
                 raised.append(error)
+                self._sent_done(sent)
                 done(None, error)
                 return
             outcomes.extend(results)
@@ -970,11 +984,28 @@ class SimNode:
         if not groups:
             finish()
             return
+        here = {r.spec.id for r in groups.get(self.name, ())}
         for target, records in groups.items():
             if target == self.name:
                 self.serve_start(records, timeout, 0, "start", one)
             else:
+                self._learn_sent([r for r in records if r.spec.id not in here], sent)
                 self.start_remote(target, records, timeout, "start", 0, lambda r: one(None, r))
+
+    def _learn_sent(self, records: list[Record], sent: list[str]) -> None:
+        """``start_children``: a record sent to its owner is known here at once, and in transit
+        until the request ends (its failure writes the tombstone) and its copy shows."""
+        for record in self._learn(records, apart=False):
+            self.in_transit[record.spec.id] = float("inf")
+            sent.append(record.spec.id)
+
+    def _sent_done(self, sent: list[str]) -> None:
+        """The request ended: the copies that started are in transit until they show, for
+        ``start_timeout`` at most."""
+        until = self.sched.now + self.cfg.start_timeout
+        for cid in sent:
+            if self.in_transit.get(cid) == float("inf"):
+                self.in_transit[cid] = until
 
     def serve_start(
         self,
