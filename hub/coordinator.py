@@ -911,8 +911,13 @@ class Coordinator:
         """A hot move the target refused: the copy keeps running here and the move is tried
         again after a backoff; past the child's ``max_restarts`` failed attempts, only after
         the next change of the membership (the owner may change, or come back healthy), or,
-        when this node leaves or drains, cold (the target's failed starts then count)."""
+        when this node leaves or drains, cold (the target's failed starts then count). A child
+        stopped or changed meanwhile is not parked: the next plan acts on its new record."""
         cid = record.spec.id
+        known = self.desired.live(cid)
+        if known is None or known.epoch != record.epoch:  # it ended meanwhile: plan it now
+            self._move_failures.pop(cid, None)
+            return
         attempts = self._move_failures.get(cid, 0) + 1
         self._move_failures[cid] = attempts
         now = asyncio.get_running_loop().time()

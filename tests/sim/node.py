@@ -842,6 +842,10 @@ class SimNode:
         """``_park``: a refused hot move is tried again after a backoff, and past the child's
         ``max_restarts`` attempts only on the next membership change."""
         cid = record.spec.id
+        known = self.desired.live(cid)
+        if known is None or known.epoch != record.epoch:  # it ended meanwhile: plan it now
+            self.move_failures.pop(cid, None)
+            return
         attempts = self.move_failures.get(cid, 0) + 1
         self.move_failures[cid] = attempts
         if attempts > record.spec.max_restarts and self.leaving:

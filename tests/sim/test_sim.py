@@ -85,6 +85,11 @@ F13 a child stopped while it starts got no result from its start batch, which fa
 F16 HotSwap: the held copy of a move whose source buried the child meanwhile waited in vain
     and then ran from its spec (and was stopped by the next plan): a held copy that waited in
     vain stops when its record is no longer live at its epoch.
+F17 HotSwap: a node paused through a user's stop resumed and moved the child to its owner,
+    which refused it (stopped); it learnt the tombstone while its last attempt was in flight,
+    then parked the child for good (past ``max_restarts`` refusals): the stop never ran and
+    the stopped child kept running (found by the HotSwap sweep, seed 16322): a refused move
+    of a child that ended meanwhile is not parked; the next plan stops it.
 
 Open, a strict xfail ``test_open_finding[<name>]`` with its candidate fix (``FIXES``):
 
@@ -485,6 +490,34 @@ F16 = Schedule(
         Step("end", ("c5", True), 0.649),
     ),
 )  # fmt: skip
+F17 = Schedule(
+    seed=16322, rf=1, nodes=("n0", "n1", "n2", "n3", "n4"), bad=(("c4", ("n2", "n6")),),
+    steps=(
+        Step("start", ("n1", tuple(f"c{i}" for i in range(11)), False), 1.37),
+        Step("restart", ("n1",), 0.048),
+        Step("leave", ("n4",), 0.234),
+        Step("kill", ("n3",), 0.032),
+        Step("start", ("n2", ("c11", "c12", "c13"), True), 1.418),
+        Step("restart", ("n2",), 0.951),
+        Step("pause", ("n0", 3.597), 0.719),
+        Step("start", ("n0", ("c14", "c15", "c16"), False), 1.442),
+        Step("kill", ("n0",), 0.0253),
+        Step("start", ("n2", ("c17",), True), 0.0288),
+        Step("kill", ("n1",), 2.577),
+        Step("stop", ("n2", ("c5",)), 0.512),
+        Step("end", ("c2", True), 1.667),
+        Step("stop", ("n2", ("c10", "c17")), 1.43),
+        Step("start", ("n2", ("c18", "c19", "c20"), False), 0.0471),
+        Step("join", ("n5",), 0.0352),
+        Step("stop", ("n2", ("c15",)), 0.841),
+        Step("pause", ("n2", 6.675), 0.21),
+        Step("partition", ((("n5",), ("n2",)),), 0.9),
+        Step("start", ("n5", ("c23",), False), 0.214),
+        Step("heal", (), 0.0457),
+        Step("partition", ((("n5",), ("n2",)),), 0.641),
+        Step("stop", ("n5", ("c0", "c9")), 0.675),
+    ),
+)  # fmt: skip
 F1_RUMOURS = Schedule(
     seed=1051, rf=2, nodes=("n0", "n1", "n2"), bad=(("c20", ("n0", "n2", "n7")),),
     steps=(
@@ -743,6 +776,7 @@ FIXED: dict[str, Case] = {
     "F7-reply": f7_reply,
     "F7-move": f7_move,
     "F16": _schedule(F16, hot=True),
+    "F17": _schedule(F17, hot=True),
 }
 #: open finding -> (its reproduction, what its violation says, its candidate fix, why it fails)
 OPEN: dict[str, tuple[Case, str, frozenset[str], str]] = {
