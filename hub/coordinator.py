@@ -202,6 +202,15 @@ class Coordinator:
         self._changed_at = -1e9
         #: moves wait this long after a topology change (views converge within a probe period)
         self.settle_time = float(endpoint.config.probe_interval)
+        config = endpoint.config
+        #: how long a member a peer lists may stay unknown here: a probe period to notice it,
+        #: plus the longest suspicion (a member the peer still lists is being declared dead)
+        self.rumour_time = config.probe_interval * (
+            1 + config.suspicion_mult * config.suspicion_max_timeout_mult
+        )
+        self._rumoured: dict[str, float] = {}  # name -> until (``_rumours``)
+        self._rumours_over: set[str] = set()  # rumoured once: not again until it joins or leaves
+        self._left: dict[str, float] = {}  # name -> when it left this node's view
         self._expire_at = 0.0
         self._full = True
         self._sweep = RollingSweep(SWEEP)  # the rolling reconciliation
@@ -345,6 +354,8 @@ class Coordinator:
                 self.members[name] = boot
                 self._failed.pop(name, None)
                 self.unsynced.add(name)
+                self._rumoured.pop(name, None)
+                self._rumours_over.discard(name)
                 self._peer_state.pop(name, None)
                 logger.info("hub %s: node %s joined (boot %s)", self.hub_id, name, boot[:8])
                 await hooks.dispatch(Hook.PRE_NODES_REDISTRIBUTION, Redistribution("nodeup", name))
@@ -370,6 +381,11 @@ class Coordinator:
         hooks = self.runtime.hooks
         await hooks.dispatch(Hook.PRE_CLUSTER_LEAVE, name)
         del self.members[name]
+        now = asyncio.get_running_loop().time()
+        self._left[name] = now
+        self._rumours_over.discard(name)
+        for gone in [n for n, at in self._left.items() if now - at > self.rumour_time]:
+            del self._left[gone]
         if why == "failed":  # it still counts for quorum (unlike a node that left)
             self._failed[name] = asyncio.get_running_loop().time()
         self.draining.discard(name)
@@ -401,6 +417,8 @@ class Coordinator:
 
     def _topology_changed(self, affected: Iterable[str]) -> None:
         self._changed_at = asyncio.get_running_loop().time()
+        for peer in self.members:  # tell the members at once (``_rumours``)
+            self._send_state(peer)
         self._parked.clear()  # a refused move is tried again on the new membership
         self._move_failures.clear()
         self.evaluate_quorum()
@@ -509,7 +527,7 @@ class Coordinator:
         live = frozenset([*self.members, self.node])
         draining = frozenset(self.draining | {self.node} if self.leaving else self.draining)
         settle_at = self._changed_at + self.settle_time
-        unsynced = frozenset(self.unsynced)
+        unsynced = frozenset([*self.unsynced, *self._rumoured])
         # just unlocked: the nodes that failed may be coming back with their children
         starts_after = self._unlocked_at + self._unlock_hold if self._failed else 0.0
         return View(self.node, live, draining, unsynced, self.locked, settle_at, starts_after)
@@ -674,6 +692,8 @@ class Coordinator:
         children at a time with a turn of the event loop between slices. Returns when to plan
         again at the latest."""
         loop = asyncio.get_running_loop()
+        if self._rumoured:
+            self._rumours_end(loop.time())
         if self._full:
             self._full = False
             self._sweep.restart()
@@ -704,10 +724,19 @@ class Coordinator:
                     wake_at = due if wake_at is None else min(wake_at, due)
         finally:
             self._slicing = False
-        if self._deferred:
-            due = self._deferred[0][0]
-            return due if wake_at is None else min(due, wake_at)
+        for due in (self._deferred[0][0] if self._deferred else None, *self._rumoured.values()):
+            if due is not None and (wake_at is None or due < wake_at):
+                wake_at = due
         return wake_at
+
+    def _rumours_end(self, now: float) -> None:
+        """Rumours of ``rumour_time`` ago are over: the children they held back are planned."""
+        over = [name for name, until in self._rumoured.items() if until <= now]
+        for name in over:
+            del self._rumoured[name]
+            self._rumours_over.add(name)
+        if over:
+            self._dirty.update(self._orphans)
 
     def _plan_slice(self, part: list[str], now: float) -> float | None:
         """Plan ``part`` and start executing its actions; returns the planner's wake time."""
@@ -2079,16 +2108,36 @@ class Coordinator:
             local.version,
             self.desired.digests(),
             state_to_wire(self._state()),
+            sorted(self.members),  # ``_rumours``
         ]
         self.runtime.own(self._send(peer, "state", payload), f"state:{peer}")
+
+    def _rumours(self, peer: str, names: Any, now: float) -> None:
+        """Members a peer lists that this node does not know (and did not see leave within
+        ``rumour_time``) count as unsynced until this node knows them, for ``rumour_time`` at
+        most, once per name until it joins or leaves: a joiner that a peer lists already may
+        run, or be about to run, children this node cannot see yet."""
+        if not isinstance(names, list):
+            return
+        for name in names:
+            if not isinstance(name, str) or name == self.node or name in self.members:
+                continue
+            if name in self._rumoured or name in self._rumours_over:
+                continue  # rumoured once already: it may never show here
+            if now - self._left.get(name, -math.inf) <= self.rumour_time:
+                continue  # it left (or died) lately: the peer has not noticed yet
+            logger.info("hub %s: %s lists %s, not known here yet", self.hub_id, peer, name)
+            self._rumoured[name] = now + self.rumour_time
 
     async def _on_state(self, peer: NodeId, payload: Any) -> None:
         """A peer's registry version and desired digests: catch up on its partition if ours
         is behind, and push the desired buckets that have differed the same way for
         :data:`STABLE_DIFF` (a difference that changes is records still in flight)."""
-        boot, version, digests, state = payload
+        boot, version, digests, state, *rest = payload
         name = peer.name
         now = asyncio.get_running_loop().time()
+        if rest and self.members.get(name) == boot:
+            self._rumours(name, rest[0], now)
         part = self.registry.partitions.get(name)
         held_version = part.version if part is not None and part.boot_id == boot else None
         current = self.registry.holds(name, boot, version)

@@ -29,7 +29,7 @@ from .membership import Membership
 from .network import Network, Scheduler
 from .node import SimNode
 
-__all__ = ["FIXES", "Cluster", "SimConfig"]
+__all__ = ["Cluster", "SimConfig"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,16 +56,8 @@ class SimConfig:
     hot: bool = False  # HotSwap: the target starts a held copy, the source then hands over
     retention: float = 5.0  # HotSwap.retention
     #: candidate fixes the shell does not have, applied to the model only (the default,
-    #: none, is the shell as it is): see ``FIXES``
+    #: none, is the shell as it is)
     fixes: frozenset[str] = frozenset()
-
-
-#: Candidate fixes of what the shell still gets wrong (F1 in ``test_sim``): ``"rumours"``: a
-#: peer's anti-entropy state carries its member list; a member it lists that this node does
-#: not know (and did not see leave within the detection period) counts as unsynced here until
-#: this node knows it (or the rumour is a detection period old): no start while the views
-#: disagree.
-FIXES = frozenset({"rumours"})
 
 
 def spec(cid: str, *, transient: bool = False, max_seconds: float = 5.0) -> ChildSpec:

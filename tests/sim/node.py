@@ -29,9 +29,9 @@ Deliberate simplifications, all timing-only:
 * tombstones never expire (runs are far shorter than the TTL); hooks and events are not
   modelled, except what the invariants need.
 
-Candidate fixes the shell does not have (``SimConfig.fixes``, see
-:data:`tests.sim.cluster.FIXES`) are written inline, each behind ``"<name>" in
-self.cfg.fixes`` and marked ``# candidate fix``; without them this is the shell as it is.
+A candidate fix the shell does not have yet is written inline, behind ``"<name>" in
+self.cfg.fixes`` (``SimConfig.fixes``) and marked ``# candidate fix``; without them this is the
+shell as it is (there is none now).
 """
 
 from __future__ import annotations
@@ -172,7 +172,8 @@ class SimNode:
         self.failures: dict[str, Failures] = {}
         self.expected: set[str] = set()
         self.deferred: list[tuple[float, str]] = []  # heap: (due, child id) put off until due
-        self.rumoured: dict[str, float] = {}  # candidate fix "rumours": name -> until
+        self.rumoured: dict[str, float] = {}  # name -> until (``_rumours``)
+        self.rumours_over: set[str] = set()  # rumoured once: not again until it joins or leaves
         self.left: dict[str, float] = {}  # name -> when this node saw it leave
         self.full = True
         self._plan_queued = False
@@ -275,10 +276,12 @@ class SimNode:
         self._send_ended(name)
         self._send_state(name)
         self.rumoured.pop(name, None)
+        self.rumours_over.discard(name)
 
     def _leave(self, name: str) -> None:
         del self.members[name]  # PRE_CLUSTER_LEAVE (the ring) and the leave
         self.left[name] = self.sched.now
+        self.rumours_over.discard(name)
         self.draining.discard(name)
         self.unsynced.discard(name)
         self.behind.discard(name)
@@ -297,9 +300,8 @@ class SimNode:
         self.move_failures.clear()
         self._version += 1
         self._parts = None
-        if "rumours" in self.cfg.fixes:  # candidate fix: tell the members at once
-            for peer in self.members:
-                self._send_state(peer)
+        for peer in self.members:  # tell the members at once (``_rumours``)
+            self._send_state(peer)
         self.dirty.update(self.children)
         self.dirty.update(self.orphans)
         self.dirty.update(affected)
@@ -338,6 +340,7 @@ class SimNode:
             now = self.sched.now
             for name in [n for n, until in self.rumoured.items() if until <= now]:
                 del self.rumoured[name]
+                self.rumours_over.add(name)
                 self._version += 1
         if self._view_at != self._version:
             self._view_at = self._version
@@ -1458,11 +1461,15 @@ class SimNode:
         self.later(self.cfg.reconcile_interval, self._reconcile)
 
     def _rumours(self, names: Iterable[str]) -> None:
-        """Candidate fix "rumours": members a peer lists that this node does not know."""
+        """Members a peer's state lists that this node does not know (and did not see leave
+        within the detection period) count as unsynced until it knows them, for a detection
+        period at most, once per name until it joins or leaves."""
         now = self.sched.now
         horizon = self.cfg.detect[1]
         for name in names:
             if name == self.name or name in self.members or name in self.rumoured:
+                continue
+            if name in self.rumours_over:  # rumoured once already: it may never show here
                 continue
             if now - self.left.get(name, -horizon - 1.0) <= horizon:
                 continue  # it left (or died) lately: the peer has not noticed yet
@@ -1510,7 +1517,9 @@ class SimNode:
         boot = self.members.get(peer)
         if boot is None:
             return False
-        members = tuple(self.members) if "rumours" in self.cfg.fixes else ()
+        members: tuple[str, ...] = ()
+        if kind == "state":  # this node's members (``_rumours``)
+            members = tuple(self.members)
         return self.cluster.net.send(self, peer, boot, Frame(kind, 0, payload, members))
 
     def request(self, peer: str, kind: str, payload: Any, timeout: float, done: Reply) -> None:
