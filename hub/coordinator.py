@@ -561,12 +561,18 @@ class Coordinator:
     # -- desired state -------------------------------------------------------------------------
 
     def _learn(
-        self, records: Iterable[Record], *, publish: bool = False, apart: bool = True
+        self,
+        records: Iterable[Record],
+        *,
+        publish: bool = False,
+        apart: bool = True,
+        plan: bool = True,
     ) -> list[Record]:
         """Merge records; returns those that changed the table. ``apart``: learnt apart from
         the copy's registry entry (a records frame, a start's reply, a stop): a new live
         version is in transit (no owner starts it) until its copy shows, or
-        ``start_timeout`` passed; its starter may be an owner that drains meanwhile."""
+        ``start_timeout`` passed; its starter may be an owner that drains meanwhile.
+        ``plan=False``: the caller has the children planned when its operation ends."""
         changed = []
         now = time.time()
         guided = self._guided
@@ -580,7 +586,8 @@ class Coordinator:
             cid = record.spec.id
             if apart and record.status == LIVE and (old is None or old.epoch < record.epoch):
                 self._in_transit[cid] = transit_until
-            self._dirty.add(cid)
+            if plan:
+                self._dirty.add(cid)
             self._parked.pop(cid, None)  # a new record: decide again at once
             if publish:
                 self._outgoing[cid] = record
@@ -826,6 +833,15 @@ class Coordinator:
         self._wake.set()
 
     async def _start_planned(self, starts: list[Start]) -> None:
+        # a record may have changed since the plan (a tombstone in a frame handled meanwhile):
+        # only what is still the table's live version starts; the next plan decides the others
+        desired = self.desired
+        current = [a for a in starts if desired.live(a.child_id) == a.record]
+        if len(current) < len(starts):
+            self._done(a.child_id for a in starts if a not in current)
+            starts = current
+            if not starts:
+                return
         items = [(a.record.spec, a.record.metadata, a.record.epoch) for a in starts]
         modes = {a.child_id: a.mode for a in starts} if self.rf > 1 else None
         try:
@@ -1448,7 +1464,10 @@ class Coordinator:
             # and in transit until the request ends (a start that fails writes its tombstone
             # below). Not a record this node owns too (replicas): its own start
             # (``serve_start``) learns those, busy, at the right time
-            for record in self._learn((r for r in records if r.spec.id not in here), apart=False):
+            # (in transit, so not planned meanwhile: the request's outcome, the entry or the
+            # end of the transit has them planned)
+            sent_now = (r for r in records if r.spec.id not in here)
+            for record in self._learn(sent_now, apart=False, plan=False):
                 self._in_transit[record.spec.id] = math.inf
                 sent.append(record.spec.id)
             outcomes.extend(await self.start_remote(target, records, timeout, "start"))
@@ -1487,9 +1506,9 @@ class Coordinator:
             else:
                 failed.setdefault(cid, outcome)
         records = {r.spec.id: r for rs in groups.values() for r in rs}
-        for cid, pids in where.items():
+        for pids in where.values():
             pids.sort()
-            self._learn([records[cid]])
+        self._learn([records[cid] for cid in where])
         for cid, error in failed.items():
             if cid not in where and not isinstance(error, AlreadyStarted):
                 # no owner started it (or the outcome is unknown: no answer): make it "not
@@ -1586,7 +1605,8 @@ class Coordinator:
             return out
         # the records travel with the registry entries once the children run: a peer that
         # knew a record of a child still starting here could, as its owner, start another
-        self._learn(mine, apart=False)  # each copy's entry carries its record
+        # each copy's entry carries its record; they are busy here until their start ended
+        self._learn(mine, apart=False, plan=False)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout + 1.0
         arrivals: dict[str, Arrival] = {}

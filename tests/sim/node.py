@@ -371,7 +371,12 @@ class SimNode:
     # -- desired state (``_learn``, ``write``, ``record_of``, ``new_record``) ------------------
 
     def _learn(
-        self, records: Iterable[Record], *, publish: bool = False, apart: bool = True
+        self,
+        records: Iterable[Record],
+        *,
+        publish: bool = False,
+        apart: bool = True,
+        plan: bool = True,
     ) -> list[Record]:
         changed = []
         now = self.sched.now
@@ -386,7 +391,8 @@ class SimNode:
             if apart and record.status == LIVE and (old is None or old.epoch < record.epoch):
                 self.in_transit[cid] = now + self.cfg.start_timeout
             changed.append(record)
-            self.dirty.add(cid)
+            if plan:
+                self.dirty.add(cid)
             if publish:
                 self.outgoing[cid] = record
             if record.status != LIVE:
@@ -698,6 +704,10 @@ class SimNode:
                 elif outcome is not None:
                     self._start_failed(action.record, outcome)
 
+        current = [a for a in starts if self.desired.live(a.child_id) == a.record]
+        if len(current) < len(starts):  # changed since the plan (a tombstone meanwhile)
+            self._done(a.child_id for a in starts if a not in current)
+            starts = current
         self.runtime_start([a.record for a in starts], self.cfg.start_timeout, done, "planned")
 
     def _start_failed(self, record: Record, error: HubError) -> None:
@@ -1002,7 +1012,7 @@ class SimNode:
     def _learn_sent(self, records: list[Record], sent: list[str]) -> None:
         """``start_children``: a record sent to its owner is known here at once, and in transit
         until the request ends (its failure writes the tombstone) and its copy shows."""
-        for record in self._learn(records, apart=False):
+        for record in self._learn(records, apart=False, plan=False):
             self.in_transit[record.spec.id] = float("inf")
             sent.append(record.spec.id)
 
@@ -1105,7 +1115,8 @@ class SimNode:
         if not mine:
             done(None, out)
             return
-        self._learn(mine, apart=False)  # not published: they travel with the registry entries
+        # not published (they travel with the registry entries), planned once started
+        self._learn(mine, apart=False, plan=False)
         deadline = self.sched.now + timeout + 1.0
         for record in mine:
             self.busy[record.spec.id] = deadline

@@ -87,6 +87,10 @@ F17 HotSwap: a node paused through a user's stop resumed and moved the child to 
     the stopped child kept running (found by the HotSwap sweep, seed 16322): a refused move
     of a child that ended meanwhile is not parked; the next plan stops it.
 
+F18 rf=2: a node resumed from a pause planned a replica's start, then handled a user's stop
+    of the child (a frame handled before the start ran) and started the stopped child anyway
+    (found by the 100,000-schedule sweep, seed 4025): a planned start runs only if its record
+    is still the table's live version.
 F1  (rumours) rf=2: a node that left and rejoined and a new joiner listed each other before the
     others listed both; a start routed meanwhile found an owner whose view lacked a copy, and
     it added a replica: three copies. A peer's anti-entropy state carries its member list; a
@@ -511,6 +515,23 @@ F17 = Schedule(
         Step("stop", ("n5", ("c0", "c9")), 0.675),
     ),
 )  # fmt: skip
+F18 = Schedule(
+    seed=4025, rf=2, nodes=("n0", "n1", "n2", "n3", "n4"), bad=(),
+    steps=(
+        Step("start", ("n3", tuple(f"c{i}" for i in range(11)), False), 1.58),
+        Step("pause", ("n3", 7.755), 0.759),
+        Step("stop", ("n3", ("c6",)), 0.921),
+        Step("drain", ("n0",), 1.928),
+        Step("start", ("n2", ("c11", "c12"), True), 0.922),
+        Step("kill", ("n4",), 1.124),
+        Step("partition", ((("n1",), ("n0", "n2", "n3")),), 0.42),
+        Step("restart", ("n0",), 0.582),
+        Step("kill", ("n0",), 0.32),
+        Step("pause", ("n2", 3.736), 0.0086),
+        Step("loss", (0.02,), 0.79),
+        Step("stop", ("n3", ("c6",)), 0.422),
+    ),
+)  # fmt: skip
 F1_RUMOURS = Schedule(
     seed=1051, rf=2, nodes=("n0", "n1", "n2"), bad=(("c20", ("n0", "n2", "n7")),),
     steps=(
@@ -771,6 +792,7 @@ FIXED: dict[str, Case] = {
     "F16": _schedule(F16, hot=True),
     "F17": _schedule(F17, hot=True),
     "F1-rumours": _schedule(F1_RUMOURS),
+    "F18": _schedule(F18),
 }
 
 

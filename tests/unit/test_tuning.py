@@ -23,7 +23,7 @@ def test_tune_gc_sets_the_large_heap_thresholds_and_returns_the_previous_ones(
 ) -> None:
     gc.set_threshold(700, 10, 10)
     assert tune_gc() == (700, 10, 10)
-    assert gc.get_threshold() == GC_THRESHOLDS == (10_000, 10, 1_000)
+    assert gc.get_threshold() == GC_THRESHOLDS == (1_000, 10, 10_000)
 
 
 def test_tune_gc_takes_explicit_thresholds(thresholds: None) -> None:
