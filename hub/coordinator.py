@@ -387,7 +387,7 @@ class Coordinator:
         for gone in [n for n, at in self._left.items() if now - at > self.rumour_time]:
             del self._left[gone]
         if why == "failed":  # it still counts for quorum (unlike a node that left)
-            self._failed[name] = asyncio.get_running_loop().time()
+            self._failed[name] = now
         self.draining.discard(name)
         self.unsynced.discard(name)
         self._behind.discard(name)
@@ -522,6 +522,10 @@ class Coordinator:
             return list(self.distribution.belongs_to(child_id, self.rf))
         found = self.distribution.belongs_to(child_id, self.rf + len(draining))
         return [n for n in found if n not in draining][: self.rf]
+
+    def unsynced_peers(self) -> list[str]:
+        """The peers whose partition this node lacks, with the members it only heard of."""
+        return sorted({*self.unsynced, *self._rumoured})
 
     def view(self) -> View:
         live = frozenset([*self.members, self.node])
@@ -1462,10 +1466,9 @@ class Coordinator:
                 return
             # known here before the owner's registry entry carries them (no second decode),
             # and in transit until the request ends (a start that fails writes its tombstone
-            # below). Not a record this node owns too (replicas): its own start
+            # below): not planned meanwhile, the outcome, the entry or the transit's end has
+            # them planned. Not a record this node owns too (replicas): its own start
             # (``serve_start``) learns those, busy, at the right time
-            # (in transit, so not planned meanwhile: the request's outcome, the entry or the
-            # end of the transit has them planned)
             sent_now = (r for r in records if r.spec.id not in here)
             for record in self._learn(sent_now, apart=False, plan=False):
                 self._in_transit[record.spec.id] = math.inf
@@ -1604,8 +1607,8 @@ class Coordinator:
         if not mine:
             return out
         # the records travel with the registry entries once the children run: a peer that
-        # knew a record of a child still starting here could, as its owner, start another
-        # each copy's entry carries its record; they are busy here until their start ended
+        # knew a record of a child still starting here could, as its owner, start another.
+        # Busy here until their start ended, which has them planned
         self._learn(mine, apart=False, plan=False)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout + 1.0

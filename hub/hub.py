@@ -318,10 +318,11 @@ class Hub:
         return self._state
 
     def unsynced_peers(self) -> list[str]:
-        """Live peers whose registry partition this node does not hold yet (sorted); empty
-        when this node has everyone's, and for a standalone hub."""
+        """Live peers whose registry partition this node does not hold yet (sorted), and
+        members a peer lists that this node does not know yet (for a detection period at
+        most); empty when this node has everyone's, and for a standalone hub."""
         coordinator = self.coordinator
-        return sorted(coordinator.unsynced) if coordinator is not None else []
+        return coordinator.unsynced_peers() if coordinator is not None else []
 
     # -- embedding -----------------------------------------------------------------------------
 

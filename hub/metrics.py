@@ -183,7 +183,8 @@ class _Collector:
         )
         unsynced = GaugeMetricFamily(
             "processhub_registry_unsynced_peers",
-            "live peers whose registry partition this node does not have yet",
+            "live peers whose registry partition this node does not have yet, and members a peer "
+            "lists that this node does not know yet",
             labels=["hub"],
         )
         entries = GaugeMetricFamily(
