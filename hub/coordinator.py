@@ -223,7 +223,7 @@ class Coordinator:
         self._published = 0
         self._behind: set[str] = set()  # peers that need a snapshot of our partition
         #: snapshots being received, by node: boot, version, parts, entries, begun at
-        self._parts: dict[str, tuple[str, int, int, list[Entry], float]] = {}
+        self._parts: dict[str, tuple[str, int, int, list[tuple[Record, Entry]], float]] = {}
         #: deltas of a peer that came while its snapshot was arriving (applied after it)
         self._early: dict[str, list[Any]] = {}
         self._peer_state: dict[str, Any] = {}
@@ -2011,9 +2011,9 @@ class Coordinator:
 
     async def _entries_from_wire(
         self, peer: str, boot: Any, items: Iterable[Any]
-    ) -> list[Entry] | None:
-        """Decode registry entries of ``peer``'s partition of boot ``boot`` (paced) and learn
-        the records they carry; ``None`` when ``peer`` left or restarted meanwhile (nothing of
+    ) -> list[tuple[Record, Entry]] | None:
+        """Decode registry entries of ``peer``'s partition of boot ``boot`` (paced), each with
+        the record it carries; ``None`` when ``peer`` left or restarted meanwhile (nothing of
         it applies)."""
         member = self.members.get(peer)
         known = self.desired.get
@@ -2021,8 +2021,14 @@ class Coordinator:
         decoded = await paced(lambda item: entry_from_wire(item, known, node, boot_id), items)
         if self.members.get(peer) != member:
             return None
+        return decoded
+
+    def _with_records(self, decoded: list[tuple[Record, Entry]]) -> tuple[Entry, ...]:
+        """The entries of a delta or snapshot about to be applied, once their records are
+        learnt: a record is learnt with its entry, never before (a node that knew the record
+        of a copy its registry does not show yet could start another)."""
         self._learn((record for record, _ in decoded), apart=False)
-        return [entry for _, entry in decoded]
+        return tuple(entry for _, entry in decoded)
 
     async def _apply_delta(self, peer: str, payload: Any) -> bool:
         """Apply a peer's delta; False when there is a gap (a snapshot is needed)."""
@@ -2034,14 +2040,18 @@ class Coordinator:
         )
         if written is None:
             return True  # it left (or restarted) while the delta was decoded: nothing to apply
-        entries = iter(written)
+        entries = iter(entry for _, entry in written)
         decoded: list[tuple[str, Entry | str]] = [
             (cid, op if isinstance(op, str) else next(entries)) for cid, op in ops
         ]
-        changes = self.registry.apply(Delta(node, boot, int(base), int(version), tuple(decoded)))
-        if changes is None:
-            return False
-        self._apply_changes(changes)
+        delta = Delta(node, boot, int(base), int(version), tuple(decoded))
+        fits = self.registry.fits(delta)
+        if fits != "next":
+            return fits == "stale"
+        self._with_records(written)
+        changes = self.registry.apply(delta)
+        if changes:
+            self._apply_changes(changes)
         return True
 
     async def _apply_snapshot_part(self, payload: Any) -> None:
@@ -2056,21 +2066,20 @@ class Coordinator:
             return
         elif part and not self._continues(node, boot, version, parts):
             return  # a part of a snapshot whose start we missed: the next one repairs it
-        entries = await self._entries_from_wire(node, boot, items)
-        if entries is None:
+        decoded = await self._entries_from_wire(node, boot, items)
+        if decoded is None:
             return  # it left (or restarted) while the part was decoded
         if part == 0:
-            self._parts[node] = (boot, version, parts, entries, asyncio.get_running_loop().time())
+            self._parts[node] = (boot, version, parts, decoded, asyncio.get_running_loop().time())
         else:
             if not self._continues(node, boot, version, parts):
                 return  # another snapshot of it started while this part was decoded
-            self._parts[node][3].extend(entries)
+            self._parts[node][3].extend(decoded)
         held = self._parts[node]
         if part == parts - 1:
             del self._parts[node]
-            self._apply_changes(
-                self.registry.load(Snapshot(node, boot, int(version), tuple(held[3])))
-            )
+            entries = self._with_records(held[3])
+            self._apply_changes(self.registry.load(Snapshot(node, boot, int(version), entries)))
             early = self._early.pop(node, [])
             if not all([await self._apply_delta(node, delta) for delta in early]):
                 self.runtime.own(self._catch_up(node), f"catch-up:{node}")  # still a gap
@@ -2289,12 +2298,11 @@ class Coordinator:
         if kind == "final":
             records, (node, boot, version, items) = payload
             self._learn(record_from_wire(r, self.desired.get) for r in records)
-            entries = await self._entries_from_wire(peer.name, boot, items)
-            if entries is None:
+            decoded = await self._entries_from_wire(peer.name, boot, items)
+            if decoded is None:
                 return None  # it is gone already: its partition went with it
-            self._apply_changes(
-                self.registry.load(Snapshot(node, boot, int(version), tuple(entries)))
-            )
+            entries = self._with_records(decoded)
+            self._apply_changes(self.registry.load(Snapshot(node, boot, int(version), entries)))
             return None
         if kind in ("start", "migrate"):
             drains = payload.get("draining") is True and peer.name in self.members

@@ -150,6 +150,19 @@ class Registry:
 
     # -- replicas ------------------------------------------------------------------------------
 
+    def fits(self, delta: Delta) -> Literal["next", "stale", "gap"]:
+        """What :meth:`apply` would do with ``delta``: apply it (``"next"``: the held
+        partition's next versions, or a new boot's first), ignore it (``"stale"``: nothing
+        newer than what is held) or refuse it (``"gap"``: a snapshot is needed)."""
+        if delta.node == self.node:
+            return "stale"
+        part = self.partitions.get(delta.node)
+        if part is None or part.boot_id != delta.boot_id:
+            return "next" if delta.base == 0 else "gap"
+        if delta.version <= part.version:
+            return "stale"
+        return "next" if delta.base == part.version else "gap"
+
     def apply(self, delta: Delta) -> list[Change] | None:
         """Apply a peer's delta in version order. Returns the changes, an empty list for a
         duplicate or stale delta, or ``None`` when there is a gap (or a new boot of that node)

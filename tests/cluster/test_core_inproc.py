@@ -26,7 +26,9 @@ from hub import (
     Hub,
     InvalidSpec,
     NotFound,
+    Pid,
 )
+from hub.registry import Entry
 from strategies import Guided
 from tests import procs
 from tests.cluster.inproc import DEADLINE, Nodes, owned
@@ -320,7 +322,7 @@ async def test_entries_decoded_while_their_peer_left_are_not_applied(
     boot = members["a"]
     decoded = await b.coordinator._entries_from_wire("a", boot, items)
     assert decoded is not None
-    assert [(e.spec.id, e.pid) for e in decoded] == [(cid, entry.pid)]
+    assert [(r.spec.id, e.spec.id, e.pid) for r, e in decoded] == [(cid, cid, entry.pid)]
     real = coordinator_module.paced
 
     async def restarting(function: Any, batch: Any) -> Any:
@@ -332,6 +334,26 @@ async def test_entries_decoded_while_their_peer_left_are_not_applied(
         assert await b.coordinator._entries_from_wire("a", boot, items) is None
     finally:
         members["a"] = boot
+
+
+async def test_a_delta_that_does_not_apply_teaches_no_record(nodes: Nodes) -> None:
+    """A record is learnt with its registry entry: from a delta with a gap (its entries wait
+    for the snapshot) a node that owns the child would otherwise start a second copy of a
+    child that runs where its registry cannot show it yet."""
+    a = await nodes.add("a")
+    b = await nodes.add("b")
+    cid = owned(["a", "b"], lambda owner: owner == "a")
+    await a.start_child(ChildSpec(cid, procs.Counter))
+    await wait_until(lambda: bool(b.lookup(cid)), timeout=DEADLINE)
+    assert a.coordinator is not None
+    assert b.coordinator is not None
+    ghost = owned(["a", "b"], lambda owner: owner == "b", prefix="ghost-")
+    boot = b.coordinator.members["a"]
+    entry = Entry.of(ChildSpec(ghost, procs.Counter), Pid("a", boot, 10_000), {}, 1)
+    held = b.runtime.registry.partitions["a"].version
+    ops = [[ghost, a.coordinator._entry_wire(entry)]]
+    assert not await b.coordinator._apply_delta("a", ["a", boot, held + 1, held + 2, ops])
+    assert b.coordinator.desired.get(ghost) is None
 
 
 async def test_a_snapshot_no_newer_than_the_partition_held_is_not_decoded(nodes: Nodes) -> None:

@@ -1391,18 +1391,21 @@ class SimNode:
         tombstone), and the copy's own epoch."""
         return (entry.pid, self.record_of(entry.spec, entry.metadata, entry.epoch), entry.epoch)
 
-    def _entries(self, items: Iterable[tuple[Pid, Record, int]]) -> list[Entry]:
-        """``entry_from_wire`` for each item, then ``_learn`` of their records."""
-        entries = []
-        records = []
+    def _decode(self, items: Iterable[tuple[Pid, Record, int]]) -> list[tuple[Record, Entry]]:
+        """``entry_from_wire`` for each item (``_entries_from_wire``)."""
+        decoded = []
         for pid, record, epoch in items:
             held = self.desired.get(record.spec.id)  # ``entry_from_wire`` shares a held record
             if held is not None and held.key() == record.key():
                 record = held
-            records.append(record)
-            entries.append(Entry.of(record.spec, pid, record.metadata, epoch))
-        self._learn(records, apart=False)
-        return entries
+            decoded.append((record, Entry.of(record.spec, pid, record.metadata, epoch)))
+        return decoded
+
+    def _entries(self, items: Iterable[tuple[Pid, Record, int]]) -> list[Entry]:
+        """``_with_records``: the entries of what is applied now, their records learnt."""
+        decoded = self._decode(items)
+        self._learn((record for record, _ in decoded), apart=False)
+        return [entry for _, entry in decoded]
 
     def _apply_changes(self, changes: Iterable[Change], *, dropped: bool = False) -> None:
         now = self.sched.now
@@ -1419,15 +1422,23 @@ class SimNode:
 
     def _on_delta(self, peer: str, payload: Any) -> None:
         node, boot, base, version, ops = payload
-        decoded: list[tuple[str, Entry | str]] = []
-        for cid, op in ops:
-            decoded.append((cid, op if isinstance(op, str) else self._entries([op])[0]))
-        self._parts = None  # a new boot's partition replaces the old one
-        changes = self.registry.apply(Delta(node, boot, base, version, tuple(decoded)))
-        if changes is None:
+        written = self._decode(op for _, op in ops if not isinstance(op, str))
+        entries = iter(entry for _, entry in written)
+        decoded: list[tuple[str, Entry | str]] = [
+            (cid, op if isinstance(op, str) else next(entries)) for cid, op in ops
+        ]
+        delta = Delta(node, boot, base, version, tuple(decoded))
+        fits = self.registry.fits(delta)
+        if fits == "gap":
             self._catch_up(peer)
             return
-        self._apply_changes(changes)
+        if fits == "stale":
+            return
+        self._learn((record for record, _ in written), apart=False)  # ``_with_records``
+        self._parts = None  # a new boot's partition replaces the old one
+        changes = self.registry.apply(delta)
+        if changes:
+            self._apply_changes(changes)
 
     def _on_snapshot(self, payload: Any) -> None:
         node, boot, version, items = payload

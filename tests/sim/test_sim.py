@@ -91,6 +91,11 @@ F18 rf=2: a node resumed from a pause planned a replica's start, then handled a 
     of the child (a frame handled before the start ran) and started the stopped child anyway
     (found by the 100,000-schedule sweep, seed 4025): a planned start runs only if its record
     is still the table's live version.
+F19 planned moves only: a joiner that held a peer's partition at version 11 received its delta
+    10 -> 12 (a gap: it waits for the snapshot), learnt the records of its entries anyway, and,
+    as the owner of a child that had just moved to that peer, saw its record and no copy and
+    started a second one (found by the 100,000-schedule sweep, seed 3614): a record is learnt
+    with its entry, when the delta or snapshot is applied.
 F1  (rumours) rf=2: a node that left and rejoined and a new joiner listed each other before the
     others listed both; a start routed meanwhile found an owner whose view lacked a copy, and
     it added a replica: three copies. A peer's anti-entropy state carries its member list; a
@@ -532,6 +537,33 @@ F18 = Schedule(
         Step("stop", ("n3", ("c6",)), 0.422),
     ),
 )  # fmt: skip
+F19 = Schedule(
+    seed=3614, rf=1, nodes=("n0", "n1", "n2", "n3", "n4"),
+    bad=(("c1", ("n4",)), ("c2", ("n4",)), ("c4", ("n3",))),
+    steps=(
+        Step("start", ("n1", tuple(f"c{i}" for i in range(11)), False), 1.07),
+        Step("wait", (), 0.51),
+        Step("end", ("c8", True), 0.822),
+        Step("join", ("n5",), 0.0115),
+        Step("stop", ("n1", ("c1", "c10")), 2.442),
+        Step("leave", ("n5",), 0.963),
+        Step("leave", ("n1",), 2.594),
+        Step("wait", (), 0.658),
+        Step("start", ("n2", ("c11", "c12", "c13"), False), 0.319),
+        Step("wait", (), 2.982),
+        Step("leave", ("n2",), 0.276),
+        Step("end", ("c12", True), 0.0375),
+        Step("stop", ("n0", ("c4", "c9")), 0.822),
+        Step("start", ("n3", ("c14", "c15"), True), 3.69),
+        Step("start", ("n3", ("c16",), False), 0.987),
+        Step("leave", ("n0",), 0.428),
+        Step("start", ("n3", ("c17", "c18", "c19"), False), 1.076),
+        Step("start", ("n3", ("c20",), False), 0.038),
+        Step("leave", ("n4",), 0.651),
+        Step("join", ("n6",), 0.042),
+        Step("join", ("n2",), 3.164),
+    ),
+)  # fmt: skip
 F1_RUMOURS = Schedule(
     seed=1051, rf=2, nodes=("n0", "n1", "n2"), bad=(("c20", ("n0", "n2", "n7")),),
     steps=(
@@ -793,6 +825,7 @@ FIXED: dict[str, Case] = {
     "F17": _schedule(F17, hot=True),
     "F1-rumours": _schedule(F1_RUMOURS),
     "F18": _schedule(F18),
+    "F19": _schedule(F19),
 }
 
 

@@ -60,6 +60,34 @@ def test_replica_applies_deltas_in_order_and_asks_for_a_snapshot_on_a_gap() -> N
     assert replica.lookup("c2") == writer.lookup("c2")
 
 
+def test_fits_says_what_apply_does_with_a_delta_before_it_is_applied() -> None:
+    writer = Registry("a", "b1")
+    replica = Registry("b", "b2")
+    writer.put(entry("a", "c1", 1))
+    first = writer.local.changes_since(0)
+    writer.put(entry("a", "c2", 2))
+    second = writer.local.changes_since(1)
+    assert first is not None
+    assert second is not None
+    assert replica.fits(second) == "gap"
+    assert replica.apply(second) is None
+    assert replica.fits(first) == "next"
+    assert replica.apply(first)
+    assert replica.fits(first) == "stale"
+    assert replica.apply(first) == []
+    assert replica.fits(second) == "next"
+    overlapping = writer.local.changes_since(0)  # 0 -> 2 while 1 is held: not its next
+    assert overlapping is not None
+    assert replica.fits(overlapping) == "gap"
+    assert replica.apply(overlapping) is None
+    assert writer.fits(first) == "stale"  # its own partition
+    reboot = Registry("a", "b9")
+    reboot.put(entry("a", "c3", 1, boot="b9"))
+    fresh = reboot.local.changes_since(0)
+    assert fresh is not None
+    assert replica.fits(fresh) == "next"  # a new boot's first versions replace the old ones
+
+
 def test_snapshot_replaces_a_partition_and_reports_the_difference() -> None:
     replica = Registry("b", "b2")
     replica.load(Snapshot("a", "boot1", 2, (entry("a", "c1", 1, "boot1"), entry("a", "c2", 2))))
