@@ -102,6 +102,11 @@ F1  (rumours) rf=2: a node that left and rejoined and a new joiner listed each o
     member this node does not know (and did not see leave lately) counts as unsynced here
     until it knows it, for a detection period at most (once per name until it joins or
     leaves), and a membership change sends the state to every member at once.
+
+Open, without a candidate fix yet (the slow sweep's residue; seeds 2,000-11,999 show it in 3 of
+10,000): rf=2, a start routed right after two joins finds an owner whose view of the members
+differs from the requester's, and it adds a third copy for a while (seeds 5190, 8573); a
+restart more than the lost copies needed (seed 2781).
 """
 
 from __future__ import annotations
