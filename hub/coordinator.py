@@ -364,7 +364,6 @@ class Coordinator:
                 self._dirty_registry.set()
                 self.runtime.own(self._catch_up(name), f"catch-up:{name}")
                 self.runtime.own(self._send_ended(name), f"tombstones:{name}")
-                self._send_state(name)
                 await hooks.dispatch(Hook.POST_NODES_REDISTRIBUTION, Redistribution("nodeup", name))
                 await hooks.dispatch(Hook.POST_CLUSTER_JOIN, name)
             elif change in ("leave", "fail") and known is not None:
@@ -417,8 +416,7 @@ class Coordinator:
 
     def _topology_changed(self, affected: Iterable[str]) -> None:
         self._changed_at = asyncio.get_running_loop().time()
-        for peer in self.members:  # tell the members at once (``_rumours``)
-            self._send_state(peer)
+        self._send_state(list(self.members))  # at once (``_rumours``), a joiner included
         self._parked.clear()  # a refused move is tried again on the new membership
         self._move_failures.clear()
         self.evaluate_quorum()
@@ -623,6 +621,12 @@ class Coordinator:
     def write(self, record: Record) -> None:
         """A desired-state change made on this node: keep it and tell every peer."""
         self._learn([record], publish=True)
+
+    def _live_at(self, child_id: str, epoch: int) -> bool:
+        """Whether ``child_id`` should still run at ``epoch`` (not stopped, buried or started
+        again since): an operation decided earlier acts only then."""
+        known = self.desired.live(child_id)
+        return known is not None and known.epoch == epoch
 
     def record_of(self, spec: ChildSpec, metadata: Mapping[str, Any], epoch: int) -> Record:
         """The desired record of a local copy of ``epoch``: the table's, when it is that
@@ -838,12 +842,11 @@ class Coordinator:
 
     async def _start_planned(self, starts: list[Start]) -> None:
         # a record may have changed since the plan (a tombstone in a frame handled meanwhile):
-        # only what is still the table's live version starts; the next plan decides the others
-        desired = self.desired
-        current = [a for a in starts if desired.live(a.child_id) == a.record]
-        if len(current) < len(starts):
-            self._done(a.child_id for a in starts if a not in current)
-            starts = current
+        # only what should still run starts; the next plan decides the others
+        ended = {a.child_id for a in starts if not self._live_at(a.child_id, a.record.epoch)}
+        if ended:
+            self._done(ended)
+            starts = [a for a in starts if a.child_id not in ended]
             if not starts:
                 return
         items = [(a.record.spec, a.record.metadata, a.record.epoch) for a in starts]
@@ -963,8 +966,7 @@ class Coordinator:
         when this node leaves or drains, cold (the target's failed starts then count). A child
         stopped or changed meanwhile is not parked: the next plan acts on its new record."""
         cid = record.spec.id
-        known = self.desired.live(cid)
-        if known is None or known.epoch != record.epoch:  # it ended meanwhile: plan it now
+        if not self._live_at(cid, record.epoch):  # it ended meanwhile: the next plan acts
             self._move_failures.pop(cid, None)
             return
         attempts = self._move_failures.get(cid, 0) + 1
@@ -1178,14 +1180,9 @@ class Coordinator:
     async def _restart_here(self, items: list[tuple[Record, Arrival]]) -> None:
         """Restart here, with their state, children whose hot move failed after the state was
         taken (unless they were stopped meanwhile, or started again elsewhere)."""
-        current = [
-            (r, a)
-            for r, a in items
-            if (known := self.desired.live(r.spec.id)) is not None and known.epoch == r.epoch
-        ]
-        if not current:
+        items = [(r, a) for r, a in items if self._live_at(r.spec.id, r.epoch)]
+        if not items:
             return
-        items = current
         starts = [(r.spec, r.metadata, r.epoch) for r, _ in items]
         arrivals = {r.spec.id: a for r, a in items}
         results = await self.runtime.start(starts, self.start_timeout, arrivals)
@@ -1306,17 +1303,13 @@ class Coordinator:
             return
         incoming.timer.cancel()
         source = incoming.source
-        record = self.desired.live(cid)
-        if record is None or record.epoch > self.runtime.epoch(cid):
-            logger.info("hub %s: %s ended meanwhile; its copy here stops", self.hub_id, cid)
-            self.runtime.own(self._withdraw(cid, source), f"withdraw:{cid}")
-            return
-        if any(n == source for n, _ in self.running_on(cid)):
+        ended = not self._live_at(cid, self.runtime.epoch(cid))
+        if ended or any(n == source for n, _ in self.running_on(cid)):
             logger.warning(
-                "hub %s: %s did not move from %s (%s); the copy here stops",
+                "hub %s: %s %s (%s); the copy here stops",
                 self.hub_id,
                 cid,
-                source,
+                "ended meanwhile" if ended else f"did not move from {source}",
                 why,
             )
             self.runtime.own(self._withdraw(cid, source), f"withdraw:{cid}")
@@ -2133,7 +2126,8 @@ class Coordinator:
         )
         return (tuple(map(tuple, versions)), self.desired.digest())
 
-    def _send_state(self, peer: str) -> None:
+    def _send_state(self, peers: Iterable[str]) -> None:
+        """This node's anti-entropy state (built once) to each of ``peers``."""
         local = self.registry.local
         payload = [
             local.boot_id,
@@ -2142,7 +2136,8 @@ class Coordinator:
             state_to_wire(self._state()),
             sorted(self.members),  # ``_rumours``
         ]
-        self.runtime.own(self._send(peer, "state", payload), f"state:{peer}")
+        for peer in peers:
+            self.runtime.own(self._send(peer, "state", payload), f"state:{peer}")
 
     def _rumours(self, peer: str, names: Any, now: float) -> None:
         """Members a peer lists that this node does not know (and did not see leave within
@@ -2232,8 +2227,7 @@ class Coordinator:
             now = loop.time()
             if now >= announce_at:
                 announce_at = now + interval
-                for peer in list(self.members):
-                    self._send_state(peer)
+                self._send_state(list(self.members))
                 self._check_synchronized()
                 for cid in self.desired.collect(time.time()):
                     self._dirty.add(cid)

@@ -151,35 +151,27 @@ class Registry:
     # -- replicas ------------------------------------------------------------------------------
 
     def fits(self, delta: Delta) -> Literal["next", "stale", "gap"]:
-        """What :meth:`apply` would do with ``delta``: apply it (``"next"``: the held
-        partition's next versions, or a new boot's first), ignore it (``"stale"``: nothing
-        newer than what is held) or refuse it (``"gap"``: a snapshot is needed)."""
-        if delta.node == self.node:
+        """What :meth:`apply` does with ``delta``: apply it (``"next"``: the held partition's
+        next versions, or a new boot's first), ignore it (``"stale"``: nothing newer than what
+        is held) or refuse it (``"gap"``: a snapshot is needed)."""
+        if delta.node == self.node or self.holds(delta.node, delta.boot_id, delta.version):
             return "stale"
         part = self.partitions.get(delta.node)
-        if part is None or part.boot_id != delta.boot_id:
-            return "next" if delta.base == 0 else "gap"
-        if delta.version <= part.version:
-            return "stale"
-        return "next" if delta.base == part.version else "gap"
+        held = part.version if part is not None and part.boot_id == delta.boot_id else 0
+        return "next" if delta.base == held else "gap"
 
     def apply(self, delta: Delta) -> list[Change] | None:
-        """Apply a peer's delta in version order. Returns the changes, an empty list for a
-        duplicate or stale delta, or ``None`` when there is a gap (or a new boot of that node)
-        and a snapshot is needed."""
-        if delta.node == self.node:
-            return []
+        """Apply a peer's delta in version order (see :meth:`fits`). Returns the changes, an
+        empty list for a stale delta, or ``None`` when there is a gap and a snapshot is
+        needed."""
+        fits = self.fits(delta)
+        if fits != "next":
+            return [] if fits == "stale" else None
         part = self.partitions.get(delta.node)
         changes: list[Change] = []
         if part is None or part.boot_id != delta.boot_id:
-            if delta.base != 0:
-                return None
             changes = self._load(delta.node, delta.boot_id, 0, ())  # a new boot replaces the old
             part = self.partitions[delta.node]
-        if delta.version <= part.version:
-            return changes
-        if delta.base != part.version:
-            return None
         entries = part.entries
         for child_id, entry in delta.ops:
             if isinstance(entry, str):

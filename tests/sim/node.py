@@ -273,8 +273,7 @@ class SimNode:
         self.behind.add(name)  # it gets our partition, and we ask for its own
         self.dirty_registry()
         self._catch_up(name)
-        self._send_ended(name)
-        self._send_state(name)
+        self._send_ended(name)  # (its state went with ``_topology_changed``)
         self.rumoured.pop(name, None)
         self.rumours_over.discard(name)
 
@@ -407,6 +406,10 @@ class SimNode:
         """A desired-state change made here (``why``: for the invariants' ledger only)."""
         self.cluster.ledger.written(self, record, why)
         self._learn([record], publish=True)
+
+    def _live_at(self, cid: str, epoch: int) -> bool:
+        known = self.desired.live(cid)
+        return known is not None and known.epoch == epoch
 
     def record_of(self, spec: ChildSpec, metadata: Mapping[str, Any], epoch: int) -> Record:
         """The table's record when it is the copy's version or newer, else one for the copy."""
@@ -704,10 +707,10 @@ class SimNode:
                 elif outcome is not None:
                     self._start_failed(action.record, outcome)
 
-        current = [a for a in starts if self.desired.live(a.child_id) == a.record]
-        if len(current) < len(starts):  # changed since the plan (a tombstone meanwhile)
-            self._done(a.child_id for a in starts if a not in current)
-            starts = current
+        ended = {a.child_id for a in starts if not self._live_at(a.child_id, a.record.epoch)}
+        if ended:  # changed since the plan (a tombstone meanwhile)
+            self._done(ended)
+            starts = [a for a in starts if a.child_id not in ended]
         self.runtime_start([a.record for a in starts], self.cfg.start_timeout, done, "planned")
 
     def _start_failed(self, record: Record, error: HubError) -> None:
@@ -830,8 +833,7 @@ class SimNode:
                 for cid, outcome in outcomes:
                     if isinstance(outcome, Pid) or late:
                         continue
-                    known = self.desired.live(cid)
-                    if known is not None and known.epoch == by_id[cid].epoch:
+                    if self._live_at(cid, by_id[cid].epoch):
                         restart.append(by_id[cid])  # ``_restart_here``: with its state
                 if restart:
                     self.runtime_start(restart, timeout, lambda _r: None, "migrate")
@@ -855,8 +857,7 @@ class SimNode:
         """``_park``: a refused hot move is tried again after a backoff, and past the child's
         ``max_restarts`` attempts only on the next membership change."""
         cid = record.spec.id
-        known = self.desired.live(cid)
-        if known is None or known.epoch != record.epoch:  # it ended meanwhile: plan it now
+        if not self._live_at(cid, record.epoch):  # it ended meanwhile: the next plan acts
             self.move_failures.pop(cid, None)
             return
         attempts = self.move_failures.get(cid, 0) + 1
@@ -918,8 +919,7 @@ class SimNode:
             self._done([cid])
             return
         source = incoming[0]
-        record = self.desired.live(cid)
-        ended = record is None or record.epoch > copy.epoch  # stopped or buried meanwhile
+        ended = not self._live_at(cid, copy.epoch)  # stopped or buried meanwhile
         if ended or any(n == source for n, _ in self.running_on(cid)):
             self.runtime_stop([cid], "withdraw", None, lambda _s, _e: self._done([cid]))
         elif copy.held:

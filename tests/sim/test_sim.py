@@ -103,7 +103,8 @@ F1  (rumours) rf=2: a node that left and rejoined and a new joiner listed each o
     it added a replica: three copies. A peer's anti-entropy state carries its member list; a
     member this node does not know (and did not see leave lately) counts as unsynced here
     until it knows it, for a detection period at most (once per name until it joins or
-    leaves), and a membership change sends the state to every member at once.
+    leaves), and a membership change sends the state to every member at once (the schedule it
+    was found in, ``F1-rumours-whole``, needs that; its shrunk form does not).
 
 Open, without a candidate fix yet:
 
@@ -715,17 +716,24 @@ def f9_forwarded_start(fixes: frozenset[str]) -> list[str]:
 
 
 def f10_join_during_a_stop(fixes: frozenset[str]) -> list[str]:
+    """The stop comes when n0 knows the joiner n3 and n1 does not (the first of the seeds
+    whose run reaches that moment)."""
     names = ["n0", "n1", "n2"]
     cids = pick({frozenset(names): "n0", frozenset([*names, "n3"]): "n3"}, count=8)
-    sim = cluster(names, seed=1, fixes=fixes)
-    sim.ledger.strict_stops = True
-    sim.start("n1", cids)
-    sim.run(3.0)
-    sim.join("n3")
-    until(sim, lambda: knows(sim, "n0", "n3") and not knows(sim, "n1", "n3"))
-    sim.run(0.01)  # n0 sent n3 its snapshot (live records); n1 does not know n3
-    sim.stop("n1", cids)  # the tombstones go to n0 and n2, not to n3
-    return sim.check()
+    for seed in range(1, 30):
+        sim = cluster(names, seed=seed, fixes=fixes)
+        sim.ledger.strict_stops = True
+        sim.start("n1", cids)
+        sim.run(3.0)
+        sim.join("n3")
+        try:
+            until(sim, lambda sim=sim: knows(sim, "n0", "n3") and not knows(sim, "n1", "n3"))
+        except AssertionError:
+            continue  # not that moment in this run
+        sim.run(0.01)  # n0 sent n3 its snapshot (live records); n1 does not know n3
+        sim.stop("n1", cids)  # the tombstones go to n0 and n2, not to n3
+        return sim.check()
+    raise AssertionError("no run reached the scenario's moment")
 
 
 def f11_replica_bury(fixes: frozenset[str]) -> list[str]:
@@ -845,6 +853,7 @@ FIXED: dict[str, Case] = {
     "F16": _schedule(F16, hot=True),
     "F17": _schedule(F17, hot=True),
     "F1-rumours": _schedule(F1_RUMOURS),
+    "F1-rumours-whole": _schedule(random_schedule(F1_RUMOURS.seed)),  # state at once
     "F18": _schedule(F18),
     "F19": _schedule(F19),
 }
