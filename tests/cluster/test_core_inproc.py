@@ -28,6 +28,7 @@ from hub import (
     NotFound,
     Pid,
 )
+from hub.desired import LIVE, Record
 from hub.registry import Entry
 from strategies import Guided
 from tests import procs
@@ -179,6 +180,50 @@ async def test_a_call_right_after_a_stop_from_another_node_raises_not_found(
 # -- CLUSTER_SYNCHRONIZED ----------------------------------------------------------------------
 
 
+async def test_a_start_request_waits_until_every_peer_is_synchronized(nodes: Nodes) -> None:
+    """A peer whose partition this node lacks may not list this node yet (and place by a ring
+    without it): the request is routed once that peer is synchronized."""
+    a = await nodes.add("a")
+    await nodes.add("b")
+    assert a.coordinator is not None
+    a.coordinator.unsynced.add("b")  # as right after b joined
+    cid = owned(["a", "b"], lambda owner: owner == "b")
+    request = asyncio.create_task(a.start_children([ChildSpec(cid, procs.Counter)], timeout=30))
+    for _ in range(20):
+        await asyncio.sleep(0.005)
+    assert not request.done()
+    assert nodes.running() == {}
+    a.coordinator._synced("b")
+    result = await request
+    assert [cid for cid, _ in result.started] == [cid]
+    await nodes.exactly_once({cid})
+
+
+async def test_a_member_that_a_peer_lists_counts_as_unsynced_for_a_while(nodes: Nodes) -> None:
+    """Once per name, for ``rumour_time`` at most, and not for a node that left lately."""
+    a = await nodes.add("a")
+    b = await nodes.add("b")
+    c = await nodes.add("c")
+    assert b.coordinator is not None
+    await c.stop()
+    await wait_until(lambda: b.nodes(include_local=True) == ["a", "b"], timeout=DEADLINE)
+    coordinator = b.coordinator
+    assert coordinator.rumour_time == 5.0  # the local preset: 0.2 s probes, 4 x 6 suspicion
+    now = asyncio.get_running_loop().time()
+    coordinator._rumours("a", ["a", "b", "c", "x", 7], now)  # c left lately; 7 is no name
+    coordinator._rumours("a", "x", now)  # not a list: ignored
+    assert b.unsynced_peers() == ["x"]
+    assert "x" in coordinator.view().unsynced
+    over = now + coordinator.rumour_time
+    coordinator._rumours_end(over - 0.001)
+    assert b.unsynced_peers() == ["x"]
+    coordinator._rumours_end(over)
+    assert b.unsynced_peers() == []
+    coordinator._rumours("a", ["x"], over)  # rumoured once already
+    assert b.unsynced_peers() == []
+    assert a.unsynced_peers() == []
+
+
 async def test_a_joining_node_fires_cluster_synchronized_once_with_the_whole_registry(
     nodes: Nodes,
 ) -> None:
@@ -302,6 +347,16 @@ async def test_a_lost_last_delta_is_repaired_by_a_snapshot_once_its_grace_is_ove
         assert asked[0][1] - began >= BEHIND_GRACE
 
 
+async def two_with_a_child(nodes: Nodes) -> tuple[Hub, Hub, str]:
+    """Hubs a and b, and a child of a that b's registry shows."""
+    a = await nodes.add("a")
+    b = await nodes.add("b")
+    cid = owned(["a", "b"], lambda owner: owner == "a")
+    await a.start_child(ChildSpec(cid, procs.Counter))
+    await wait_until(lambda: bool(b.lookup(cid)), timeout=DEADLINE)
+    return a, b, cid
+
+
 async def test_entries_decoded_while_their_peer_left_are_not_applied(
     nodes: Nodes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -309,11 +364,7 @@ async def test_entries_decoded_while_their_peer_left_are_not_applied(
     get its partition back from the frame decoded across its departure."""
     import hub.coordinator as coordinator_module
 
-    a = await nodes.add("a")
-    b = await nodes.add("b")
-    cid = owned(["a", "b"], lambda owner: owner == "a")
-    await a.start_child(ChildSpec(cid, procs.Counter))
-    await wait_until(lambda: bool(b.lookup(cid)), timeout=DEADLINE)
+    a, b, cid = await two_with_a_child(nodes)
     assert a.coordinator is not None
     assert b.coordinator is not None
     entry = a.runtime.registry.local.entries[cid]
@@ -339,12 +390,9 @@ async def test_entries_decoded_while_their_peer_left_are_not_applied(
 async def test_a_delta_that_does_not_apply_teaches_no_record(nodes: Nodes) -> None:
     """A record is learnt with its registry entry: from a delta with a gap (its entries wait
     for the snapshot) a node that owns the child would otherwise start a second copy of a
-    child that runs where its registry cannot show it yet."""
-    a = await nodes.add("a")
-    b = await nodes.add("b")
-    cid = owned(["a", "b"], lambda owner: owner == "a")
-    await a.start_child(ChildSpec(cid, procs.Counter))
-    await wait_until(lambda: bool(b.lookup(cid)), timeout=DEADLINE)
+    child that runs where its registry cannot show it yet. The same delta, once it is the
+    next one, teaches it; a record learnt apart from its entry (pushed) is in transit."""
+    a, b, _ = await two_with_a_child(nodes)
     assert a.coordinator is not None
     assert b.coordinator is not None
     ghost = owned(["a", "b"], lambda owner: owner == "b", prefix="ghost-")
@@ -354,6 +402,14 @@ async def test_a_delta_that_does_not_apply_teaches_no_record(nodes: Nodes) -> No
     ops = [[ghost, a.coordinator._entry_wire(entry)]]
     assert not await b.coordinator._apply_delta("a", ["a", boot, held + 1, held + 2, ops])
     assert b.coordinator.desired.get(ghost) is None
+    assert await b.coordinator._apply_delta("a", ["a", boot, held, held + 1, ops])
+    record = b.coordinator.desired.get(ghost)
+    assert record is not None
+    assert record.spec.id == ghost
+    assert ghost not in b.coordinator._in_transit  # its copy shows: nothing to wait for
+    pushed = Record(ChildSpec("pushed", procs.Counter), {}, 1, "a#x", LIVE)
+    b.coordinator._learn([pushed])  # as from a records frame: no copy shows yet
+    assert "pushed" in b.coordinator._in_transit
 
 
 async def test_a_snapshot_no_newer_than_the_partition_held_is_not_decoded(nodes: Nodes) -> None:

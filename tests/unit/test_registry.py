@@ -49,43 +49,24 @@ def test_replica_applies_deltas_in_order_and_asks_for_a_snapshot_on_a_gap() -> N
     second = writer.local.changes_since(1)
     assert first is not None
     assert second is not None
-    assert replica.apply(second) is None  # gap: replica has nothing yet and base is 1
+    assert replica.fits(second) == "gap"  # replica has nothing yet and base is 1
+    assert replica.apply(second) is None
+    assert replica.fits(first) == "next"
     assert replica.apply(first) == [Change("inserted", "c1", "a", Pid("a", "b1", 1))]
-    assert replica.apply(first) == []  # duplicate
+    assert replica.fits(first) == "stale"  # duplicate
+    assert replica.apply(first) == []
+    overlapping = writer.local.changes_since(0)  # 0 -> 3 while 1 is held: not its next
+    assert overlapping is not None
+    assert replica.fits(overlapping) == "gap"
+    assert replica.apply(overlapping) is None
+    assert writer.fits(first) == "stale"  # its own partition
+    assert replica.fits(second) == "next"
     assert replica.apply(second) == [
         Change("inserted", "c2", "a", Pid("a", "b1", 2)),
         Change("removed", "c1", "a", None),
     ]
     assert replica.digest()["a"] == writer.digest()["a"]
     assert replica.lookup("c2") == writer.lookup("c2")
-
-
-def test_fits_says_what_apply_does_with_a_delta_before_it_is_applied() -> None:
-    writer = Registry("a", "b1")
-    replica = Registry("b", "b2")
-    writer.put(entry("a", "c1", 1))
-    first = writer.local.changes_since(0)
-    writer.put(entry("a", "c2", 2))
-    second = writer.local.changes_since(1)
-    assert first is not None
-    assert second is not None
-    assert replica.fits(second) == "gap"
-    assert replica.apply(second) is None
-    assert replica.fits(first) == "next"
-    assert replica.apply(first)
-    assert replica.fits(first) == "stale"
-    assert replica.apply(first) == []
-    assert replica.fits(second) == "next"
-    overlapping = writer.local.changes_since(0)  # 0 -> 2 while 1 is held: not its next
-    assert overlapping is not None
-    assert replica.fits(overlapping) == "gap"
-    assert replica.apply(overlapping) is None
-    assert writer.fits(first) == "stale"  # its own partition
-    reboot = Registry("a", "b9")
-    reboot.put(entry("a", "c3", 1, boot="b9"))
-    fresh = reboot.local.changes_since(0)
-    assert fresh is not None
-    assert replica.fits(fresh) == "next"  # a new boot's first versions replace the old ones
 
 
 def test_snapshot_replaces_a_partition_and_reports_the_difference() -> None:
@@ -113,6 +94,7 @@ def test_a_new_boot_of_a_writer_needs_a_snapshot_unless_it_starts_from_zero() ->
     fresh.put(entry("a", "c9", 1, "boot2"))
     delta = fresh.local.changes_since(0)
     assert delta is not None
+    assert replica.fits(delta) == "next"
     changes = replica.apply(delta)
     assert changes is not None
     assert sorted(changes) == [
@@ -123,6 +105,7 @@ def test_a_new_boot_of_a_writer_needs_a_snapshot_unless_it_starts_from_zero() ->
     later = fresh.local.changes_since(1)
     assert later is not None
     other = Registry("c", "b3")
+    assert other.fits(later) == "gap"
     assert other.apply(later) is None
 
 
