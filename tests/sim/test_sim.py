@@ -108,14 +108,11 @@ F1  (rumours) rf=2: a node that left and rejoined and a new joiner listed each o
 
 Open, without a candidate fix yet:
 
-* rf=1, a second copy for a while: seeds 14355, 25558 and 33903 (3 of seeds 12,000-41,999; 0
-  of 2,000-11,999). Seed 33903 has planned moves only: a node that leaves gracefully still
-  runs a child when its new owner starts it as an orphan. The 100,000-schedule slow sweep
-  fails at the first of them.
-* Tolerated by the slow sweeps (``RESIDUAL_RATE``): rf=2, a start routed right after two joins
-  finds an owner whose view of the members differs from the requester's, and it adds a third
-  copy for a while (seeds 5190, 8573); a restart more than the lost copies needed (seed 2781).
-  Seeds 2,000-41,999 show these in 11 of 40,000.
+* rf=1, a second copy for a while: seeds 28366, 30768 and 32465 (3 of seeds 12,000-41,999; 0
+  of 2,000-11,999). The 100,000-schedule slow sweep fails at the first of them.
+* Tolerated by the slow sweeps (``RESIDUAL_RATE``): under rf=2 a third copy for a while (a
+  start routed right after joins reaches an owner whose view of the members differs), or a
+  restart more than the lost copies needed: 3 of seeds 2,000-41,999 (25130, 28449, 34982).
 """
 
 from __future__ import annotations
