@@ -196,6 +196,7 @@ class Coordinator:
         self._in_transit: dict[str, float] = {}
         self._arrived: dict[str, float] = {}
         self._failures: dict[str, Failures] = {}
+        self._starting: set[str] = set()  # planned starts in flight
         self._expected: set[str] = set()  # local removals this node asked for
         self._deferred: list[tuple[float, str]] = []  # heap: (due, child id) put off until due
         self._wake = asyncio.Event()
@@ -416,6 +417,7 @@ class Coordinator:
 
     def _topology_changed(self, affected: Iterable[str]) -> None:
         self._changed_at = asyncio.get_running_loop().time()
+        self._cancel_foreign_starts()
         self._send_state(list(self.members))  # at once (``_rumours``), a joiner included
         self._parked.clear()  # a refused move is tried again on the new membership
         self._move_failures.clear()
@@ -423,6 +425,22 @@ class Coordinator:
         self._update_modes()
         self._replan_local(affected)
         self._sync_pending = True
+
+    def _cancel_foreign_starts(self) -> None:
+        """A planned start (failover, a retry) of a child this node no longer owns stops at
+        once, before any peer learns of the change: its new owner sees no copy and starts
+        one, and a copy that started here meanwhile would run twice."""
+        cancelled = [
+            cid
+            for cid in self._starting
+            if self.node not in self.owners(cid) and self.runtime.cancel_start(cid)
+        ]
+        if cancelled:
+            logger.info(
+                "hub %s: cancelled %d starts of children owned elsewhere now",
+                self.hub_id,
+                len(cancelled),
+            )
 
     # -- quorum --------------------------------------------------------------------------------
 
@@ -851,22 +869,26 @@ class Coordinator:
                 return
         items = [(a.record.spec, a.record.metadata, a.record.epoch) for a in starts]
         modes = {a.child_id: a.mode for a in starts} if self.rf > 1 else None
+        ids = [a.child_id for a in starts]
+        self._starting.update(ids)
         try:
             results = await self.runtime.start(items, self.start_timeout, modes=modes)
         finally:
-            self._done(a.child_id for a in starts)
-        failed = 0
+            self._starting.difference_update(ids)
+            self._done(ids)
+        started = failed = 0
         for action in starts:
             outcome = results.get(action.child_id)
             if isinstance(outcome, Pid | AlreadyStarted):
+                started += 1
                 self._failures.pop(action.child_id, None)
-            elif outcome is not None:
+            elif outcome is not None and not isinstance(outcome, NotFound):  # NotFound: stopped
                 failed += 1
                 self._start_failed(action.record, outcome)
         logger.info(
             "hub %s: started %d children here (%s)%s",
             self.hub_id,
-            len(starts) - failed,
+            started,
             ", ".join(sorted({a.reason for a in starts})),
             f"; {failed} failed" if failed else "",
         )

@@ -172,6 +172,11 @@ class LocalRuntime:
         await self.events.flush()
         return StopResult("error" if errors else "ok", stopped, errors)
 
+    def cancel_start(self, child_id: str) -> bool:
+        """Stop a child still in its first ``init`` at once (see
+        :meth:`Supervisor.cancel_start`)."""
+        return self.supervisor.cancel_start(child_id)
+
     def set_mode(self, child_id: str, mode: str) -> str | None:
         """See :meth:`Supervisor.set_mode`."""
         return self.supervisor.set_mode(child_id, mode)

@@ -322,7 +322,7 @@ class Supervisor:
 
     def _started_cb(self, child: Child) -> Callable[[ProcessContext], None]:
         def started(ctx: ProcessContext) -> None:
-            if child.ctx is ctx and child.state == "starting":
+            if child.ctx is ctx and child.state == "starting" and child._stop_waiter is None:
                 batch, child._batch = child._batch, None
                 self._mark_running(child)
                 if batch is not None:
@@ -487,6 +487,22 @@ class Supervisor:
         if isinstance(handed, Handed):
             return Leftover(messages, handed.state, handed.error)
         return Leftover(messages, NO_STATE, "")
+
+    def cancel_start(self, child_id: str) -> bool:
+        """Stop a child whose first ``init`` has not finished, at once: it is never registered
+        and its start reports :class:`hub.NotFound`. False if it is not starting."""
+        child = self.children.get(child_id)
+        if (
+            child is None
+            or child.state != "starting"
+            or child._batch is None
+            or child._stop_waiter is not None
+            or child.task is None
+        ):
+            return False
+        child._stop_waiter = asyncio.get_running_loop().create_future()
+        child.task.cancel()
+        return True
 
     async def stop(self, child_id: str, reason: Any = "shutdown", *, handover: bool = False) -> Any:
         """Stop a child: ``terminate(reason)`` within ``shutdown_timeout``, then cancel.

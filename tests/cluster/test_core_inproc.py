@@ -30,7 +30,7 @@ from hub import (
 )
 from hub.desired import LIVE, Record
 from hub.registry import Entry
-from strategies import Guided
+from strategies import ConsistentHashing, Guided
 from tests import procs
 from tests.cluster.inproc import DEADLINE, Nodes, owned
 from tests.conftest import wait_until
@@ -66,6 +66,37 @@ async def test_a_drained_node_gets_no_child_back_from_the_others_reconciliation(
         await asyncio.sleep(0.01)
     assert came_back == set(), f"{len(came_back)} children moved back to the drained node"
     assert nodes.problems(ids, placement=["a", "b"]) == []
+
+
+async def test_a_failover_start_in_flight_on_a_node_that_drains_is_cancelled(
+    nodes: Nodes,
+) -> None:
+    """b restarts c's child (its ``init`` is slow on b) and starts draining meanwhile: a, the
+    new owner, sees no copy and starts one, so b's start must stop at once, before anyone
+    learns that b drains (else the child would run on a and, once its ``init`` ends, on b)."""
+    a, b, _ = [await nodes.add(n) for n in ("a", "b", "c")]
+    assert b.coordinator is not None
+    three = ConsistentHashing(nodes=["a", "b", "c"])
+    two = ConsistentHashing(nodes=["a", "b"])
+    cid = next(
+        f"s{i}"
+        for i in range(10_000)
+        if three.belongs_to(f"s{i}")[0] == "c" and two.belongs_to(f"s{i}")[0] == "b"
+    )
+    slow = {"slow_init_on": "b", "init_seconds": 600.0}
+    await start_all(a, [ChildSpec(cid, procs.SlowCounter, kwargs=slow)])
+    await nodes.exactly_once({cid})
+    nodes.partition([["a", "b"], ["c"]])
+    await wait_until(lambda: b.runtime.get(cid) is not None, timeout=DEADLINE)  # failover
+    assert b.process_list("local") == []  # still in its init
+    await b.drain()
+    assert b.runtime.get(cid) is None
+    assert b.coordinator._failures == {}  # cancelled, not failed
+    await wait_until(lambda: [c for c, _ in a.process_list("local")] == [cid], timeout=DEADLINE)
+    nodes.heal()
+    await nodes.exactly_once({cid}, placement=["a", "c"])
+    assert b.runtime.get(cid) is None
+    assert len(nodes.of("b", Hook.PROCESS_STARTUPS)) == 0
 
 
 # -- graceful stop -----------------------------------------------------------------------------

@@ -234,6 +234,40 @@ async def test_a_child_stopped_before_its_init_finished_settles_its_start_at_onc
     assert isinstance(results["slow"], NotFound)
 
 
+async def test_cancel_start_stops_a_child_in_its_init_at_once_and_nothing_else() -> None:
+    """What the cluster uses for a planned start of a child owned elsewhere now: the child is
+    never registered (no ``child_started``, no ``child_removed``), its start reports
+    ``NotFound``; a running child is not touched."""
+    from hub.supervisor import Supervisor
+
+    calls: list[str] = []
+
+    class Listener:
+        def child_started(self, child: Any, restarted: bool) -> None:
+            calls.append(f"started {child.spec.id}")
+
+        def child_crashed(self, child: Any, error: BaseException, attempt: int) -> None: ...
+
+        def child_removed(self, child: Any, kind: Any, reason: Any) -> None:
+            calls.append(f"removed {child.spec.id}")
+
+    sup = Supervisor("n", "b", Listener())
+    assert await sup.start_batch([(ChildSpec("fast", procs.Counter), {}, None)], timeout=60.0)
+    assert not sup.cancel_start("fast")  # running: not a start
+    assert not sup.cancel_start("unknown")
+    spec = ChildSpec("slow", procs.HangingInit)
+    starting = asyncio.create_task(sup.start_batch([(spec, {}, None)], timeout=60.0))
+    await wait_until(lambda: sup.get("slow") is not None)
+    assert sup.cancel_start("slow")
+    assert not sup.cancel_start("slow")  # once
+    results = await starting
+    assert isinstance(results["slow"], NotFound)
+    assert sup.get("slow") is None
+    assert sup.get("fast") is not None
+    assert calls == ["started fast"]
+    await sup.close()
+
+
 async def test_a_function_process_moving_in_is_held_then_gets_the_old_mailbox_first() -> None:
     from hub.process import Arrival
 

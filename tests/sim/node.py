@@ -170,6 +170,7 @@ class SimNode:
         self.in_transit: dict[str, float] = {}
         self.arrived: dict[str, float] = {}
         self.failures: dict[str, Failures] = {}
+        self.starting: set[str] = set()  # planned starts in flight
         self.expected: set[str] = set()
         self.deferred: list[tuple[float, str]] = []  # heap: (due, child id) put off until due
         self.rumoured: dict[str, float] = {}  # name -> until (``_rumours``)
@@ -299,12 +300,19 @@ class SimNode:
         self.move_failures.clear()
         self._version += 1
         self._parts = None
+        self._cancel_foreign_starts()
         for peer in self.members:  # tell the members at once (``_rumours``)
             self._send_state(peer)
         self.dirty.update(self.children)
         self.dirty.update(self.orphans)
         self.dirty.update(affected)
         self.wake()
+
+    def _cancel_foreign_starts(self) -> None:
+        """``_cancel_foreign_starts``: a planned start of a child this node no longer owns."""
+        for cid in sorted(self.starting):
+            if self.name not in self.owners(cid):
+                self.runtime_cancel_start(cid)
 
     # -- placement (``owners``, ``view``, ``running_on``) --------------------------------------
 
@@ -539,6 +547,17 @@ class SimNode:
                     copy.stop_at = self.sched.now + lo + (hi - lo) * self.cluster.rng.random()
                     self.sched.at(copy.stop_at, self.dispatch, self._stop_ended, (copy, reason))
 
+    def runtime_cancel_start(self, cid: str) -> bool:
+        """``LocalRuntime.cancel_start``: a child still starting is stopped at once; its start
+        reports ``NotFound``."""
+        copy = self.children.get(cid)
+        if copy is None or copy.state != "starting" or copy.batch is None:
+            return False
+        batch, copy.batch = copy.batch, None
+        self._remove(copy, "stopped", "not owner")
+        self._settle(batch, cid, NotFound(cid))
+        return True
+
     def _stop_ended(self, copy: Copy, reason: str) -> None:
         if self.children.get(copy.cid) is copy:
             self._remove(copy, "stopped", reason)
@@ -699,18 +718,20 @@ class SimNode:
 
     def _start_planned(self, starts: list[Start]) -> None:
         def done(results: dict[str, Outcome]) -> None:
+            self.starting.difference_update(a.child_id for a in starts)
             self._done(a.child_id for a in starts)
             for action in starts:
                 outcome = results.get(action.child_id)
                 if isinstance(outcome, Pid | AlreadyStarted):
                     self.failures.pop(action.child_id, None)
-                elif outcome is not None:
+                elif outcome is not None and not isinstance(outcome, NotFound):
                     self._start_failed(action.record, outcome)
 
         ended = {a.child_id for a in starts if not self._live_at(a.child_id, a.record.epoch)}
         if ended:  # changed since the plan (a tombstone meanwhile)
             self._done(ended)
             starts = [a for a in starts if a.child_id not in ended]
+        self.starting.update(a.child_id for a in starts)
         self.runtime_start([a.record for a in starts], self.cfg.start_timeout, done, "planned")
 
     def _start_failed(self, record: Record, error: HubError) -> None:
