@@ -116,7 +116,8 @@ Open, without a candidate fix yet:
 
 * Tolerated by the slow sweeps (``RESIDUAL_RATE``): under rf=2 a third copy for a while (a
   start routed right after joins reaches an owner whose view of the members differs): 1 of
-  seeds 0-41,999 (25130).
+  seeds 0-41,999 (25130). With HotSwap moves, a restart more than the lost or moved copies
+  needed: 3 of seeds 0-24,999 (19984, 21560, 22281).
 """
 
 from __future__ import annotations
