@@ -2000,8 +2000,10 @@ class Coordinator:
         events = self.runtime.events
         now = asyncio.get_running_loop().time()
         parked = self._parked
+        concerns = self._concerns
         for change in changes:
-            self._dirty.add(change.child_id)
+            if change.kind == "removed" or concerns(change.child_id):
+                self._dirty.add(change.child_id)
             if parked:
                 parked.pop(change.child_id, None)  # another copy, or one gone: decide again
             if change.kind != "removed":
@@ -2042,8 +2044,17 @@ class Coordinator:
         """The entries of a delta or snapshot about to be applied, once their records are
         learnt: a record is learnt with its entry, never before (a node that knew the record
         of a copy its registry does not show yet could start another)."""
-        self._learn((record for record, _ in decoded), apart=False)
+        changed = self._learn((record for record, _ in decoded), apart=False, plan=False)
+        concerns = self._concerns
+        self._dirty.update(cid for r in changed if concerns(cid := r.spec.id))
         return tuple(entry for _, entry in decoded)
+
+    def _concerns(self, child_id: str) -> bool:
+        """Whether a peer's new entry (or record) of ``child_id`` can ask anything of this
+        node. Without replication, a child that runs elsewhere and not here needs nothing from
+        it (the planner's rule), unless it was an orphan here: not planning those keeps a
+        node that holds the registry of many children cheap."""
+        return self.rf > 1 or child_id in self._orphans or self.runtime.get(child_id) is not None
 
     async def _apply_delta(self, peer: str, payload: Any) -> bool:
         """Apply a peer's delta; False when there is a gap (a snapshot is needed)."""

@@ -146,9 +146,10 @@ class Record(_RecordFields):
         )
 
     def to_wire(self) -> list[Any]:
-        """``[id, start, epoch, origin, status, rev, pin, info, at, metadata, spec extras]``
+        """``[id, start, epoch, origin, spec extras, metadata, status, rev, pin, info, at]``
         without the trailing fields that hold their defaults (a live record of a spec with
-        default options is ``[id, start, epoch, origin]``)."""
+        default options is ``[id, start, epoch, origin]``, one with arguments
+        ``[id, start, epoch, origin, {"args": [...]}]``)."""
         spec = self.spec
         extras = spec.extras()
         if extras is None and self.extra is None and not self.metadata and self.status == LIVE:
@@ -158,13 +159,13 @@ class Record(_RecordFields):
             spec.start,
             self.epoch,
             self.origin,
+            extras,
+            dict(self.metadata) if self.metadata else None,
             self.status,
             self.rev,
             self.pin,
             self.info,
             self.at,
-            dict(self.metadata) if self.metadata else None,
-            extras,
         ]
         while len(wire) > 4 and wire[-1] == _WIRE_DEFAULTS[len(wire) - 5]:
             wire.pop()
@@ -177,7 +178,7 @@ class Record(_RecordFields):
         if type(data) is not list or not 4 <= len(data) <= 11 or type(data[0]) is not str:
             return None
         n = len(data)
-        return data[0], (data[2], data[4] if n > 4 else LIVE, data[5] if n > 5 else 0, data[3])
+        return data[0], (data[2], data[6] if n > 6 else LIVE, data[7] if n > 7 else 0, data[3])
 
     @classmethod
     def from_wire(cls, data: Any) -> Record:
@@ -187,10 +188,16 @@ class Record(_RecordFields):
                 raise ValueError("malformed desired record epoch or origin")
             spec = ChildSpec.from_extras(cid, start, None)
             return cls(spec, _EMPTY, epoch, sys.intern(origin))
+        if type(data) is list and len(data) == 5:  # live, options (arguments) only
+            cid, start, epoch, origin, extras = data
+            if type(epoch) is not int or epoch < 1 or type(origin) is not str:
+                raise ValueError("malformed desired record epoch or origin")
+            spec = ChildSpec.from_extras(cid, start, extras)
+            return cls(spec, _EMPTY, epoch, sys.intern(origin))
         if not isinstance(data, list) or not 4 <= len(data) <= 11:
             raise ValueError("malformed desired record")
         fields: list[Any] = [*data, *_WIRE_DEFAULTS[len(data) - 4 :]]
-        cid, start, epoch, origin, status, rev, pin, info, at, meta, extras = fields
+        cid, start, epoch, origin, extras, meta, status, rev, pin, info, at = fields
         if type(rev) is not int or rev < 0 or not isinstance(pin, str):
             raise ValueError("malformed desired record revision")
         if meta is not None and not isinstance(meta, dict):
@@ -209,8 +216,8 @@ class Record(_RecordFields):
         )
 
 
-#: The defaults of the optional wire fields of a record, from ``status`` on.
-_WIRE_DEFAULTS: Final = (LIVE, 0, "", "", 0.0, None, None)
+#: The defaults of the optional wire fields of a record, from the spec's extras on.
+_WIRE_DEFAULTS: Final = (None, None, LIVE, 0, "", "", 0.0)
 
 
 def bucket_of(child_id: str) -> int:

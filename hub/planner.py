@@ -240,23 +240,33 @@ class Planner:
             if mine is not None and mine.epoch < record.epoch:
                 plan.actions.append(Stop(cid, "stale"))
                 continue
+            if mine is not None:
+                owners = list(owners_of(cid))
+                if not owners or me in owners:
+                    continue  # it stays: on an owner, or nowhere to place it (all drain)
+                if now < view.settle_at:
+                    plan._defer(cid, view.settle_at)
+                    continue
+                copies = sorted(
+                    [
+                        me,
+                        *(
+                            n
+                            for n, e in running.running_on(cid)
+                            if n != me and n in live and e >= 0
+                        ),
+                    ]
+                )
+                self._relocate(plan, cid, me, owners, copies, view, arrived.get(cid), now)
+                continue
             copies = sorted(
                 n for n, epoch in running.running_on(cid) if n != me and n in live and epoch >= 0
             )
-            if mine is not None:
-                copies = sorted([*copies, me])
-            elif copies and self.replication_factor == 1:
+            if copies and self.replication_factor == 1:
                 continue  # its one copy runs elsewhere: nothing to do here, whoever owns it
             owners = list(owners_of(cid))
             if not owners:
                 continue  # nowhere to place it (every live node drains): leave it where it is
-            if mine is not None:
-                if me not in owners:
-                    if now < view.settle_at:
-                        plan._defer(cid, view.settle_at)
-                    else:
-                        self._relocate(plan, cid, me, owners, copies, view, arrived.get(cid), now)
-                continue
             if me not in owners:
                 if not copies:
                     plan.orphans.append(cid)

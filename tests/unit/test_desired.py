@@ -129,8 +129,12 @@ def test_the_wire_form_drops_the_trailing_defaults_and_keeps_every_field() -> No
         wire = msgpack.unpackb(msgpack.packb(record.to_wire()), raw=False)
         assert Record.from_wire(wire) == record
         assert Record.wire_identity(wire) == (record.child_id, record.key())
-    assert len(variants[1].to_wire()) == 7  # up to the pin
-    assert len(variants[4].to_wire()) == 11  # up to the spec's options
+    assert len(variants[1].to_wire()) == 9  # up to the pin
+    assert len(variants[3].to_wire()) == 6  # up to the metadata
+    assert variants[5].to_wire() == [  # arguments: the common live record with options
+        "c", "tests.procs:Counter", 1, "a#1", {"args": [1], "kwargs": {"k": 2}}
+    ]  # fmt: skip
+    assert len(variants[4].to_wire()) == 5  # the spec's options come first
 
 
 @pytest.mark.parametrize(
