@@ -1425,13 +1425,23 @@ class SimNode:
     def _entries(self, items: Iterable[tuple[Pid, Record, int]]) -> list[Entry]:
         """``_with_records``: the entries of what is applied now, their records learnt."""
         decoded = self._decode(items)
-        self._learn((record for record, _ in decoded), apart=False)
+        self._learn_with_entries(record for record, _ in decoded)
         return [entry for _, entry in decoded]
+
+    def _learn_with_entries(self, records: Iterable[Record]) -> None:
+        changed = self._learn(records, apart=False, plan=False)
+        self.dirty.update(cid for r in changed if self._concerns(cid := r.spec.id))
+
+    def _concerns(self, cid: str) -> bool:
+        """``_concerns``: a peer's entry of a child that does not run here (rf=1, no orphan
+        here) is not planned."""
+        return self.cfg.rf > 1 or cid in self.orphans or cid in self.children
 
     def _apply_changes(self, changes: Iterable[Change], *, dropped: bool = False) -> None:
         now = self.sched.now
         for change in changes:
-            self.dirty.add(change.child_id)
+            if change.kind == "removed" or self._concerns(change.child_id):
+                self.dirty.add(change.child_id)
             self.parked.pop(change.child_id, None)  # another copy, or one gone: decide again
             if change.kind != "removed":
                 self.in_transit.pop(change.child_id, None)
@@ -1455,7 +1465,7 @@ class SimNode:
             return
         if fits == "stale":
             return
-        self._learn((record for record, _ in written), apart=False)  # ``_with_records``
+        self._learn_with_entries(record for record, _ in written)  # ``_with_records``
         self._parts = None  # a new boot's partition replaces the old one
         changes = self.registry.apply(delta)
         if changes:
