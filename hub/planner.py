@@ -247,21 +247,10 @@ class Planner:
                 if now < view.settle_at:
                     plan._defer(cid, view.settle_at)
                     continue
-                copies = sorted(
-                    [
-                        me,
-                        *(
-                            n
-                            for n, e in running.running_on(cid)
-                            if n != me and n in live and e >= 0
-                        ),
-                    ]
-                )
+                copies = sorted([me, *_elsewhere(running, cid, me, live)])
                 self._relocate(plan, cid, me, owners, copies, view, arrived.get(cid), now)
                 continue
-            copies = sorted(
-                n for n, epoch in running.running_on(cid) if n != me and n in live and epoch >= 0
-            )
+            copies = _elsewhere(running, cid, me, live)
             if copies and self.replication_factor == 1:
                 continue  # its one copy runs elsewhere: nothing to do here, whoever owns it
             owners = list(owners_of(cid))
@@ -355,6 +344,11 @@ class Planner:
                 return
         mode: Mode = "active" if owners[0] == me else self.replica_mode
         plan.actions.append(Start(cid, record, reason, mode))
+
+
+def _elsewhere(running: RunningView, cid: str, me: str, live: frozenset[str]) -> list[str]:
+    """The live nodes other than ``me`` that run ``cid``, by name."""
+    return sorted(n for n, epoch in running.running_on(cid) if n != me and n in live and epoch >= 0)
 
 
 def start_target(me: str, owners: Sequence[str], hops: int, max_hops: int) -> str:
