@@ -12,7 +12,10 @@
    Steps 1 and 2 run twice, side by side: with Python's garbage collector thresholds, and with
    ``hub.tune_gc()`` in every node process.
 3. Memory per registry entry on a node that does not run the child (goal: <= 600 bytes): a
-   fresh 3-node cluster, N children that all belong to n0; n1 holds them without running any
+   fresh 3-node cluster with ``hub.tune_gc()`` (with Python's thresholds n0's full collections,
+   as it starts all N children, can stall it long enough to be declared failed now and then:
+   the others then run copies of its children, which the reading would count), N children
+   that all belong to n0; n1 holds them without running any
    (RSS delta from /proc/self/status VmRSS against the same hub empty), and so does n2, which
    traces allocations from its start (tracemalloc's current traced size, same delta). Both
    are divided by the entries the node holds but does not run. Each reading is the smallest
@@ -156,8 +159,8 @@ async def steady_memory(node: NodeProc, window: float = 10.0) -> dict[str, Any]:
 async def memory_per_entry(n: int) -> dict[str, Any]:
     cluster = Cluster()
     try:
-        first, rss_node = await cluster.start(2, hub=HUB)
-        traced_node = await cluster.add("n2", hub=HUB, trace_memory=True)
+        first, rss_node = await cluster.start(2, hub=HUB, tuned_gc=True)
+        traced_node = await cluster.add("n2", hub=HUB, trace_memory=True, tuned_gc=True)
         nodes = [first, rss_node, traced_node]
         await cluster.hub_converged(nodes)
         ring = ConsistentHashing(nodes=[p.name for p in nodes])
