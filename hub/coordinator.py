@@ -211,7 +211,7 @@ class Coordinator:
         )
         self._rumoured: dict[str, float] = {}  # name -> until (``_rumours``)
         self._rumours_over: set[str] = set()  # rumoured once: not again until it joins or leaves
-        self._left: dict[str, float] = {}  # name -> when it left this node's view
+        self._left: dict[str, tuple[float, str]] = {}  # name -> when it left here, its boot
         self._expire_at = 0.0
         self._full = True
         self._sweep = RollingSweep(SWEEP)  # the rolling reconciliation
@@ -380,11 +380,11 @@ class Coordinator:
     async def _leave(self, name: str, why: str) -> None:
         hooks = self.runtime.hooks
         await hooks.dispatch(Hook.PRE_CLUSTER_LEAVE, name)
-        del self.members[name]
+        boot = self.members.pop(name)
         now = asyncio.get_running_loop().time()
-        self._left[name] = now
+        self._left[name] = (now, boot)
         self._rumours_over.discard(name)
-        for gone in [n for n, at in self._left.items() if now - at > self.rumour_time]:
+        for gone in [n for n, (at, _) in self._left.items() if now - at > self.rumour_time]:
             del self._left[gone]
         if why == "failed":  # it still counts for quorum (unlike a node that left)
             self._failed[name] = now
@@ -2167,25 +2167,30 @@ class Coordinator:
             local.version,
             self.desired.digests(),
             state_to_wire(self._state()),
-            sorted(self.members),  # ``_rumours``
+            sorted(map(list, self.members.items())),  # ``_rumours``: [name, boot]
         ]
         for peer in peers:
             self.runtime.own(self._send(peer, "state", payload), f"state:{peer}")
 
-    def _rumours(self, peer: str, names: Any, now: float) -> None:
-        """Members a peer lists that this node does not know (and did not see leave within
-        ``rumour_time``) count as unsynced until this node knows them, for ``rumour_time`` at
-        most, once per name until it joins or leaves: a joiner that a peer lists already may
-        run, or be about to run, children this node cannot see yet."""
-        if not isinstance(names, list):
+    def _rumours(self, peer: str, members: Any, now: float) -> None:
+        """Members (``[name, boot]``) a peer lists that this node does not know (and did not
+        see that boot leave within ``rumour_time``) count as unsynced until this node knows
+        them, for ``rumour_time`` at most, once per name until it joins or leaves: a joiner
+        that a peer lists already (a new boot of a node that just left, too) may run, or be
+        about to run, children this node cannot see yet."""
+        if not isinstance(members, list):
             return
-        for name in names:
+        for member in members:
+            if not (isinstance(member, list) and len(member) == 2):
+                continue
+            name, boot = member
             if not isinstance(name, str) or name == self.node or name in self.members:
                 continue
             if name in self._rumoured or name in self._rumours_over:
                 continue  # rumoured once already: it may never show here
-            if now - self._left.get(name, -math.inf) <= self.rumour_time:
-                continue  # it left (or died) lately: the peer has not noticed yet
+            left = self._left.get(name)
+            if left is not None and now - left[0] <= self.rumour_time and left[1] == boot:
+                continue  # that boot left (or died) lately: the peer has not noticed yet
             logger.info("hub %s: %s lists %s, not known here yet", self.hub_id, peer, name)
             self._rumoured[name] = now + self.rumour_time
 

@@ -236,26 +236,31 @@ async def test_a_start_request_waits_until_every_peer_is_synchronized(
 
 
 async def test_a_member_that_a_peer_lists_counts_as_unsynced_for_a_while(nodes: Nodes) -> None:
-    """Once per name, for ``rumour_time`` at most, and not for a node that left lately."""
+    """Once per name, for ``rumour_time`` at most, and not for the boot of a node that left
+    lately (a new boot of it is a joiner)."""
     a = await nodes.add("a")
     b = await nodes.add("b")
     c = await nodes.add("c")
     assert b.coordinator is not None
+    old_boot = b.coordinator.members["c"]
     await c.stop()
     await wait_until(lambda: b.nodes(include_local=True) == ["a", "b"], timeout=DEADLINE)
     coordinator = b.coordinator
     assert coordinator.rumour_time == 5.0  # the local preset: 0.2 s probes, 4 x 6 suspicion
     now = asyncio.get_running_loop().time()
-    coordinator._rumours("a", ["a", "b", "c", "x", 7], now)  # c left lately; 7 is no name
+    members = [["a", "?"], ["b", "?"], ["c", old_boot], ["x", "1"], [7, "1"], "y", ["z"]]
+    coordinator._rumours("a", members, now)  # c left lately; 7, y and z are no members
     coordinator._rumours("a", "x", now)  # not a list: ignored
     assert b.unsynced_peers() == ["x"]
     assert "x" in coordinator.view().unsynced
+    coordinator._rumours("a", [["c", "a-new-boot"]], now)  # c restarted and rejoined there
+    assert b.unsynced_peers() == ["c", "x"]
     over = now + coordinator.rumour_time
     coordinator._rumours_end(over - 0.001)
-    assert b.unsynced_peers() == ["x"]
+    assert b.unsynced_peers() == ["c", "x"]
     coordinator._rumours_end(over)
     assert b.unsynced_peers() == []
-    coordinator._rumours("a", ["x"], over)  # rumoured once already
+    coordinator._rumours("a", [["x", "1"]], over)  # rumoured once already
     assert b.unsynced_peers() == []
     assert a.unsynced_peers() == []
 

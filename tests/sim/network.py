@@ -61,7 +61,7 @@ class Frame(NamedTuple):
     kind: str
     rid: int
     payload: Any
-    members: tuple[str, ...] = ()  # the sender's member list (candidate fix "rumours" only)
+    members: tuple[tuple[str, str], ...] = ()  # a state's sender's members: (name, boot)
 
 
 class Resolver(Protocol):

@@ -175,7 +175,7 @@ class SimNode:
         self.deferred: list[tuple[float, str]] = []  # heap: (due, child id) put off until due
         self.rumoured: dict[str, float] = {}  # name -> until (``_rumours``)
         self.rumours_over: set[str] = set()  # rumoured once: not again until it joins or leaves
-        self.left: dict[str, float] = {}  # name -> when this node saw it leave
+        self.left: dict[str, tuple[float, str]] = {}  # name -> when it left, its boot
         self.full = True
         self._plan_queued = False
         self._timer = 0  # the planning loop's wait: a token, and its end
@@ -279,8 +279,8 @@ class SimNode:
         self.rumours_over.discard(name)
 
     def _leave(self, name: str) -> None:
-        del self.members[name]  # PRE_CLUSTER_LEAVE (the ring) and the leave
-        self.left[name] = self.sched.now
+        boot = self.members.pop(name)  # PRE_CLUSTER_LEAVE (the ring) and the leave
+        self.left[name] = (self.sched.now, boot)
         self.rumours_over.discard(name)
         self.draining.discard(name)
         self.unsynced.discard(name)
@@ -1513,18 +1513,19 @@ class SimNode:
         self.wake()
         self.later(self.cfg.reconcile_interval, self._reconcile)
 
-    def _rumours(self, names: Iterable[str]) -> None:
-        """Members a peer's state lists that this node does not know (and did not see leave
-        within the detection period) count as unsynced until it knows them, for a detection
-        period at most, once per name until it joins or leaves."""
+    def _rumours(self, members: Iterable[tuple[str, str]]) -> None:
+        """Members a peer's state lists that this node does not know (and did not see that
+        boot leave within the detection period) count as unsynced until it knows them, for a
+        detection period at most, once per name until it joins or leaves."""
         now = self.sched.now
         horizon = self.cfg.detect[1]
-        for name in names:
+        for name, boot in members:
             if name == self.name or name in self.members or name in self.rumoured:
                 continue
             if name in self.rumours_over:  # rumoured once already: it may never show here
                 continue
-            if now - self.left.get(name, -horizon - 1.0) <= horizon:
+            left = self.left.get(name)
+            if left is not None and now - left[0] <= horizon and left[1] == boot:
                 continue  # it left (or died) lately: the peer has not noticed yet
             self.rumoured[name] = now + horizon
             self._version += 1
@@ -1570,9 +1571,9 @@ class SimNode:
         boot = self.members.get(peer)
         if boot is None:
             return False
-        members: tuple[str, ...] = ()
-        if kind == "state":  # this node's members (``_rumours``)
-            members = tuple(self.members)
+        members: tuple[tuple[str, str], ...] = ()
+        if kind == "state":  # this node's members and their boots (``_rumours``)
+            members = tuple(self.members.items())
         return self.cluster.net.send(self, peer, boot, Frame(kind, 0, payload, members))
 
     def request(self, peer: str, kind: str, payload: Any, timeout: float, done: Reply) -> None:
