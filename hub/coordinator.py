@@ -86,6 +86,7 @@ from .planner import (
     Start,
     Stop,
     View,
+    foreign_starts,
     start_target,
     synchronized,
 )
@@ -427,14 +428,11 @@ class Coordinator:
         self._sync_pending = True
 
     def _cancel_foreign_starts(self) -> None:
-        """A planned start (failover, a retry) of a child this node no longer owns stops at
-        once, before any peer learns of the change: its new owner sees no copy and starts
-        one, and a copy that started here meanwhile would run twice."""
-        cancelled = [
-            cid
-            for cid in self._starting
-            if self.node not in self.owners(cid) and self.runtime.cancel_start(cid)
-        ]
+        """Cancel the planned starts of children this node owns no longer (the planner's
+        :func:`~hub.planner.foreign_starts`), before any peer learns of the change."""
+        cancel = self.runtime.cancel_start
+        found = foreign_starts(self.node, self._starting, self.owners)
+        cancelled = [cid for cid in found if cancel(cid)]
         if cancelled:
             logger.info(
                 "hub %s: cancelled %d starts of children owned elsewhere now",

@@ -182,17 +182,11 @@ class Record(_RecordFields):
 
     @classmethod
     def from_wire(cls, data: Any) -> Record:
-        if type(data) is list and len(data) == 4:  # most records: live, default options
-            cid, start, epoch, origin = data
+        if type(data) is list and 4 <= len(data) <= 5:  # most records: live, no metadata
+            cid, start, epoch, origin = data[:4]
             if type(epoch) is not int or epoch < 1 or type(origin) is not str:
                 raise ValueError("malformed desired record epoch or origin")
-            spec = ChildSpec.from_extras(cid, start, None)
-            return cls(spec, _EMPTY, epoch, sys.intern(origin))
-        if type(data) is list and len(data) == 5:  # live, options (arguments) only
-            cid, start, epoch, origin, extras = data
-            if type(epoch) is not int or epoch < 1 or type(origin) is not str:
-                raise ValueError("malformed desired record epoch or origin")
-            spec = ChildSpec.from_extras(cid, start, extras)
+            spec = ChildSpec.from_extras(cid, start, data[4] if len(data) == 5 else None)
             return cls(spec, _EMPTY, epoch, sys.intern(origin))
         if not isinstance(data, list) or not 4 <= len(data) <= 11:
             raise ValueError("malformed desired record")

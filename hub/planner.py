@@ -56,6 +56,7 @@ __all__ = [
     "Start",
     "Stop",
     "View",
+    "foreign_starts",
     "start_target",
     "synchronized",
 ]
@@ -349,6 +350,14 @@ class Planner:
 def _elsewhere(running: RunningView, cid: str, me: str, live: frozenset[str]) -> list[str]:
     """The live nodes other than ``me`` that run ``cid``, by name."""
     return sorted(n for n, epoch in running.running_on(cid) if n != me and n in live and epoch >= 0)
+
+
+def foreign_starts(me: str, starting: Iterable[str], owners_of: Placement) -> list[str]:
+    """The planned starts in flight here (``starting``) to cancel at a topology change: those
+    of children another node owns now. That owner sees no copy and starts one, so a start
+    that still succeeded here would make a second copy. (With no owner at all, every live
+    node drains: the start goes on, as a local copy stays.)"""
+    return sorted(cid for cid in starting if me not in (owners := owners_of(cid)) and owners)
 
 
 def start_target(me: str, owners: Sequence[str], hops: int, max_hops: int) -> str:

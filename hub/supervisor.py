@@ -497,11 +497,9 @@ class Supervisor:
             or child.state != "starting"
             or child._batch is None
             or child._stop_waiter is not None
-            or child.task is None
         ):
             return False
-        child._stop_waiter = asyncio.get_running_loop().create_future()
-        child.task.cancel()
+        self._begin_stop(child, "cancelled", handover=False)
         return True
 
     async def stop(self, child_id: str, reason: Any = "shutdown", *, handover: bool = False) -> Any:
@@ -515,15 +513,30 @@ class Supervisor:
             raise NotFound(child_id)
         if child._stop_waiter is not None:
             return await asyncio.shield(child._stop_waiter)
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Any] = loop.create_future()
+        task = child.task
+        waiter = self._begin_stop(child, reason, handover=handover)
+        if waiter.done():
+            return waiter.result()
+        assert task is not None
+        timeout = child.spec.shutdown_timeout
+        while True:
+            done, _ = await asyncio.wait((waiter,), timeout=timeout)
+            if done:
+                return waiter.result()
+            logger.warning("child %s did not stop within %.1fs; cancelling it", child_id, timeout)
+            task.cancel()
+
+    def _begin_stop(self, child: Child, reason: Any, *, handover: bool) -> asyncio.Future[Any]:
+        """Ask ``child`` to stop (a running class process after its current message, anything
+        else at once) and return the future its exit settles."""
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         child._stop_waiter = waiter
         if child._timer is not None:  # between restarts: nothing runs
             child._timer.cancel()
             child._timer = None
             self._remove(child, "stopped", reason)
             waiter.set_result(None)
-            return None
+            return waiter
         task = child.task
         ctx = child.ctx
         assert task is not None
@@ -532,13 +545,7 @@ class Supervisor:
             ctx._request_stop(_Stop(reason, handover))
         else:
             task.cancel()
-        timeout = child.spec.shutdown_timeout
-        while True:
-            done, _ = await asyncio.wait((waiter,), timeout=timeout)
-            if done:
-                return waiter.result()
-            logger.warning("child %s did not stop within %.1fs; cancelling it", child_id, timeout)
-            task.cancel()
+        return waiter
 
     async def close(self, reason: Any = "shutdown") -> None:
         """Stop every child (concurrently, each bounded by its ``shutdown_timeout``)."""

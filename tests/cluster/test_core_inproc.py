@@ -428,6 +428,31 @@ async def test_entries_decoded_while_their_peer_left_are_not_applied(
         members["a"] = boot
 
 
+async def test_a_peers_new_entries_of_children_that_do_not_run_here_are_not_planned(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without replication the planner decides nothing for a child whose one copy runs on a
+    peer: b does not plan a's children when their entries arrive (only its own, once they
+    started). The rolling sweep (every hour here) would plan them all eventually."""
+    a = await nodes.add("a", reconcile_interval=3600.0)
+    b = await nodes.add("b", reconcile_interval=3600.0)
+    assert b.coordinator is not None
+    planned: list[str] = []
+    real = b.coordinator._plan_slice
+
+    def recording(part: list[str], now: float) -> float | None:
+        planned.extend(part)
+        return real(part, now)
+
+    monkeypatch.setattr(b.coordinator, "_plan_slice", recording)
+    ring = ConsistentHashing(nodes=["a", "b"])
+    on = {n: [f"p{i}" for i in range(200) if ring.belongs_to(f"p{i}")[0] == n][:20] for n in "ab"}
+    ids = await start_all(a, [ChildSpec(cid, procs.Counter) for cid in on["a"] + on["b"]])
+    await nodes.exactly_once(ids)
+    assert set(on["b"]) <= set(planned)
+    assert set(planned).isdisjoint(on["a"])
+
+
 async def test_a_delta_that_does_not_apply_teaches_no_record(nodes: Nodes) -> None:
     """A record is learnt with its registry entry: from a delta with a gap (its entries wait
     for the snapshot) a node that owns the child would otherwise start a second copy of a

@@ -61,6 +61,7 @@ from hub.planner import (
     Start,
     Stop,
     View,
+    foreign_starts,
     start_target,
 )
 from hub.registry import Change, Delta, Entry, Registry, Snapshot
@@ -310,9 +311,8 @@ class SimNode:
 
     def _cancel_foreign_starts(self) -> None:
         """``_cancel_foreign_starts``: a planned start of a child this node no longer owns."""
-        for cid in sorted(self.starting):
-            if self.name not in self.owners(cid):
-                self.runtime_cancel_start(cid)
+        for cid in foreign_starts(self.name, self.starting, self.owners):
+            self.runtime_cancel_start(cid)
 
     # -- placement (``owners``, ``view``, ``running_on``) --------------------------------------
 
@@ -515,8 +515,8 @@ class SimNode:
         done: Callable[[list[str], dict[str, HubError]], None],
     ) -> None:
         """``LocalRuntime.stop``: each child stops after a short random time; a child still
-        starting is cancelled at once (its start batch is then left unsettled until its timeout,
-        as in ``Supervisor._on_exit``: it gets no result)."""
+        starting is cancelled at once (its start reports ``NotFound``, as in
+        ``Supervisor._on_exit``)."""
         ids = list(ids)
         errors: dict[str, HubError] = {c: NotFound(c) for c in ids if c not in self.children}
         present = [self.children[c] for c in ids if c in self.children]
@@ -538,8 +538,7 @@ class SimNode:
         lo, hi = self.cfg.stop_time
         for copy in present:
             if copy.state == "starting":
-                copy.batch = None
-                self._remove(copy, "stopped", reason)
+                self._cancel_starting(copy, reason)
                 one_done(copy)
             else:
                 copy.waiters.append(partial(one_done, copy))
@@ -553,10 +552,14 @@ class SimNode:
         copy = self.children.get(cid)
         if copy is None or copy.state != "starting" or copy.batch is None:
             return False
-        batch, copy.batch = copy.batch, None
-        self._remove(copy, "stopped", "not owner")
-        self._settle(batch, cid, NotFound(cid))
+        self._cancel_starting(copy, "cancelled")
         return True
+
+    def _cancel_starting(self, copy: Copy, reason: str) -> None:
+        batch, copy.batch = copy.batch, None
+        self._remove(copy, "stopped", reason)
+        if batch is not None:
+            self._settle(batch, copy.cid, NotFound(copy.cid))
 
     def _stop_ended(self, copy: Copy, reason: str) -> None:
         if self.children.get(copy.cid) is copy:

@@ -15,6 +15,7 @@ from hub.planner import (
     Start,
     Stop,
     View,
+    foreign_starts,
     start_target,
     synchronized,
 )
@@ -330,3 +331,20 @@ def test_without_replication_a_child_running_elsewhere_needs_no_placement_here()
     )
     assert asked == ["c"]
     assert replicated.actions == [Start("c", record("c"), "replica", "active")]
+
+
+def test_a_local_copy_on_its_owner_stays_without_a_look_at_the_other_copies() -> None:
+    class Unasked:
+        def running_on(self, child_id: str) -> list[tuple[str, int]]:
+            raise AssertionError("copies looked up")
+
+    local = {"c": LocalChild(1, "running")}
+    plan = Planner().plan(
+        view("a", "b"), lambda cid: ["a"], table(record("c")), Unasked(), local, ["c"]
+    )
+    assert (plan.actions, plan.orphans) == ([], [])
+
+
+def test_the_planned_starts_to_cancel_are_those_of_children_owned_elsewhere_now() -> None:
+    owners = {"x": ["a"], "y": ["b"], "z": ["b", "a"], "w": []}
+    assert foreign_starts("a", {"w", "z", "y", "x"}, lambda cid: owners[cid]) == ["y"]
