@@ -356,7 +356,8 @@ def foreign_starts(me: str, starting: Iterable[str], owners_of: Placement) -> li
     """The planned starts in flight here (``starting``) to cancel at a topology change: those
     of children another node owns now. That owner sees no copy and starts one, so a start
     that still succeeded here would make a second copy. (With no owner at all, every live
-    node drains: the start goes on, as a local copy stays.)"""
+    node drains: the start goes on, as a local copy stays.) The same holds for the copy of a
+    hot move that waited in vain for its state: it runs only on an owner."""
     return sorted(cid for cid in starting if me not in (owners := owners_of(cid)) and owners)
 
 

@@ -364,8 +364,9 @@ def node_command(node: Node, hub: Hub | None, cmd: dict[str, Any]) -> None:
     assert faults is not None
     match cmd["cmd"]:
         case "members":
-            members = [
-                [m.node.name, m.state.name, m.incarnation, m.node.boot_id] for m in node.members()
+            members = [  # with the hubs that drain there
+                [m.node.name, m.state.name, m.incarnation, m.node.boot_id, m.meta.get("draining")]
+                for m in node.members()
             ]
             reply(cmd, "members", members=members)
         case "partition":

@@ -4,6 +4,8 @@
   (``MIGRATION_FAILED``), the old copies keep running with their state, nothing restarts.
 * The source dies while the old copies run their ``terminate`` (the new ones wait for the
   state): the new copies start from their spec, once; the source's other children fail over.
+* The same, with the target draining before the source dies: its new copies stop (it owns them
+  no longer) and their owner starts each from its spec, once.
 
 Each child is a :class:`tests.procs.SlowCounter` starting at its index; every child gets
 ``{"by": 1000}`` before the move, so a value tells whether the state survived (``i + 1000``) or
@@ -12,6 +14,7 @@ the child restarted from its spec (``i``). Deadlines only turn a hang into a fai
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from typing import Any
 
@@ -48,6 +51,12 @@ async def values(node: NodeProc, ids: set[str]) -> dict[str, int]:
     results = called["results"]
     assert all(r["ok"] for r in results.values()), results
     return {cid: r["value"] for cid, r in results.items()}
+
+
+async def draining(node: NodeProc, name: str) -> list[str]:
+    """The hubs that ``node`` sees draining on ``name``."""
+    members = (await node.command(cmd="members"))["members"]
+    return next(m[4] or [] for m in members if m[0] == name)
 
 
 async def test_the_target_killed_mid_handover_leaves_the_old_copies_running_with_state(
@@ -101,3 +110,36 @@ async def test_the_source_killed_mid_handover_starts_the_new_copies_from_spec_on
     assert await values(nodes[1], ids) == want
     starts = await cluster.new_starts(survivors, starts_before, expect=on_n0)
     assert {c: n for c, n in starts.items() if c in on_n0} == dict.fromkeys(on_n0, 1)
+
+
+async def test_new_copies_on_a_target_that_drains_stop_when_the_source_dies(
+    cluster: Cluster,
+) -> None:
+    nodes = await cluster.start(2, hub=HUB, migration="hot:30")
+    await cluster.hub_converged(nodes)
+    ids = await start(nodes[0], slow_stop_on="n0", stop_seconds=60.0)
+    await bump(nodes[0], ids)
+    before = await cluster.exactly_once(nodes, ids)
+    on_n0 = {c for c, where in before.running().items() if where == ["n0"]}
+    moving = {c for c in on_n0 if owner(["n0", "n1", "n2"], c) == "n2"}
+    assert moving
+    joiner = await cluster.add("n2", hub=HUB, migration="hot:30")
+    await nodes[0].wait_for(lambda e: e["ev"] == "slow_terminate", timeout=DEADLINE)
+    # the drain waits for the new copies (held until their state came): it is seen, not awaited
+    drain = asyncio.create_task(joiner.command(cmd="drain", reply_timeout=120.0))
+    deadline = asyncio.get_running_loop().time() + DEADLINE
+    while HUB not in await draining(nodes[1], "n2"):
+        assert asyncio.get_running_loop().time() < deadline, "n1 never saw n2 drain"
+        await asyncio.sleep(0.05)
+    starts_before = await cluster.startups([nodes[1], joiner])
+    nodes[0].signal(signal.SIGKILL)
+    await nodes[0].kill()
+    survivors = [nodes[1], joiner]
+    await cluster.exactly_once(survivors, ids, placement=["n1"], lost=on_n0, timeout=DEADLINE)
+    want = {f"c{i}": i if f"c{i}" in on_n0 else i + 1000 for i in range(N)}
+    assert await values(nodes[1], ids) == want
+    starts = await cluster.new_starts(survivors, starts_before, expect=on_n0)
+    assert {c: n for c, n in starts.items() if c in on_n0} == dict.fromkeys(on_n0, 1)
+    assert not [e for n in survivors for e in n.events if e["ev"] == "child_conflict"]
+    drained = await drain
+    assert (drained["ok"], drained["errors"]) == (len(moving), 0)  # the held copies left

@@ -284,11 +284,12 @@ class SimNode:
         self.left[name] = (self.sched.now, boot)
         self.rumours_over.discard(name)
         self.draining.discard(name)
+        self._version += 1  # the ring and the owners changed (``owners`` reads them again)
         self.unsynced.discard(name)
         self.behind.discard(name)
         self.differing.pop(name, None)
-        for cid in [c for c, (source, _) in self.incoming.items() if source == name]:
-            self._abandon(cid, self.incoming[cid][1])
+        for cid, (_, token) in [(c, i) for c, i in self.incoming.items() if i[0] == name]:
+            self._abandon(cid, token)  # one abandoned copy may have ended another's wait
         part = self.registry.partitions.get(name)
         lost = list(part.entries) if part is not None else []
         self._parts = None
@@ -933,7 +934,8 @@ class SimNode:
 
     def _abandon(self, cid: str, token: int) -> None:
         """``_abandon``: a held copy waited in vain: it stops if the old copy still runs on a
-        live source or the child ended meanwhile, else it runs (from its spec)."""
+        live source, the child ended meanwhile or another node owns it now, else it runs
+        (from its spec)."""
         incoming = self.incoming.get(cid)
         if incoming is None or incoming[1] != token:
             return
@@ -944,7 +946,8 @@ class SimNode:
             return
         source = incoming[0]
         ended = not self._live_at(cid, copy.epoch)  # stopped or buried meanwhile
-        if ended or any(n == source for n, _ in self.running_on(cid)):
+        stayed = any(n == source for n, _ in self.running_on(cid))
+        if ended or stayed or foreign_starts(self.name, [cid], self.owners):
             self.runtime_stop([cid], "withdraw", None, lambda _s, _e: self._done([cid]))
         elif copy.held:
             self._activate(copy)
