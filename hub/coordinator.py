@@ -87,6 +87,7 @@ from .planner import (
     Stop,
     View,
     foreign_starts,
+    owned_elsewhere,
     start_target,
     synchronized,
 )
@@ -1317,27 +1318,23 @@ class Coordinator:
     def _abandon(self, cid: str, why: str) -> None:
         """A new copy waited in vain: if the old one still runs on a live source, this one
         stops (the move did not happen), as it does when the child was stopped or buried
-        meanwhile, or when another node owns it now (:func:`~hub.planner.foreign_starts`:
+        meanwhile, or when another node owns it now (:func:`~hub.planner.owned_elsewhere`:
         that owner starts it from its record); otherwise it starts from its spec."""
         incoming = self._incoming.pop(cid, None)
         if incoming is None:
             return
         incoming.timer.cancel()
         source = incoming.source
-        ended = not self._live_at(cid, self.runtime.epoch(cid))
-        stayed = any(n == source for n, _ in self.running_on(cid))
-        if ended or stayed or foreign_starts(self.node, [cid], self.owners):
-            logger.warning(
-                "hub %s: %s %s (%s); the copy here stops",
-                self.hub_id,
-                cid,
-                "ended meanwhile"
-                if ended
-                else f"did not move from {source}"
-                if stayed
-                else "is owned by another node now",
-                why,
-            )
+        if not self._live_at(cid, self.runtime.epoch(cid)):
+            stops = "ended meanwhile"
+        elif any(n == source for n, _ in self.running_on(cid)):
+            stops = f"did not move from {source}"
+        elif owned_elsewhere(self.node, self.owners(cid)):
+            stops = "is owned by another node now"
+        else:
+            stops = ""
+        if stops:
+            logger.warning("hub %s: %s %s (%s); the copy here stops", self.hub_id, cid, stops, why)
             self.runtime.own(self._withdraw(cid, source), f"withdraw:{cid}")
             return
         logger.warning(

@@ -57,6 +57,7 @@ __all__ = [
     "Stop",
     "View",
     "foreign_starts",
+    "owned_elsewhere",
     "start_target",
     "synchronized",
 ]
@@ -352,13 +353,19 @@ def _elsewhere(running: RunningView, cid: str, me: str, live: frozenset[str]) ->
     return sorted(n for n, epoch in running.running_on(cid) if n != me and n in live and epoch >= 0)
 
 
+def owned_elsewhere(me: str, owners: Sequence[str]) -> bool:
+    """Whether a copy starting here would be one too many: another node owns the child now,
+    sees no copy and starts one. (With no owner at all, every live node drains: a local copy
+    stays.) It decides :func:`foreign_starts`, and whether a hot move's new copy that waited
+    in vain for its state runs here."""
+    return bool(owners) and me not in owners
+
+
 def foreign_starts(me: str, starting: Iterable[str], owners_of: Placement) -> list[str]:
     """The planned starts in flight here (``starting``) to cancel at a topology change: those
-    of children another node owns now. That owner sees no copy and starts one, so a start
-    that still succeeded here would make a second copy. (With no owner at all, every live
-    node drains: the start goes on, as a local copy stays.) The same holds for the copy of a
-    hot move that waited in vain for its state: it runs only on an owner."""
-    return sorted(cid for cid in starting if me not in (owners := owners_of(cid)) and owners)
+    of children :func:`owned_elsewhere`, so that a start that still succeeded here makes no
+    second copy."""
+    return sorted(cid for cid in starting if owned_elsewhere(me, owners_of(cid)))
 
 
 def start_target(me: str, owners: Sequence[str], hops: int, max_hops: int) -> str:

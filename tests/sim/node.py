@@ -62,6 +62,7 @@ from hub.planner import (
     Stop,
     View,
     foreign_starts,
+    owned_elsewhere,
     start_target,
 )
 from hub.registry import Change, Delta, Entry, Registry, Snapshot
@@ -947,7 +948,7 @@ class SimNode:
         source = incoming[0]
         ended = not self._live_at(cid, copy.epoch)  # stopped or buried meanwhile
         stayed = any(n == source for n, _ in self.running_on(cid))
-        if ended or stayed or foreign_starts(self.name, [cid], self.owners):
+        if ended or stayed or owned_elsewhere(self.name, self.owners(cid)):
             self.runtime_stop([cid], "withdraw", None, lambda _s, _e: self._done([cid]))
         elif copy.held:
             self._activate(copy)

@@ -122,7 +122,7 @@ F21 rf=1, HotSwap: a node a child was moving to hot (its copy waiting for the st
     graceful leave, then the source died: the copy ran from its spec on the leaver while the
     new owner started its failover copy, two copies until the conflict stopped one (seeds
     19984 and 21560, tolerated as "a restart more than needed" until then). A copy that
-    waited in vain runs only on an owner (:func:`hub.planner.foreign_starts`); elsewhere it
+    waited in vain runs only on an owner (:func:`hub.planner.owned_elsewhere`); elsewhere it
     stops, and the owner starts the child from its record. (The model computed owners during
     a leave on the ring from before it; it reads them after the ring changed, as the shell.)
 

@@ -16,6 +16,7 @@ from hub.planner import (
     Stop,
     View,
     foreign_starts,
+    owned_elsewhere,
     start_target,
     synchronized,
 )
@@ -348,3 +349,9 @@ def test_a_local_copy_on_its_owner_stays_without_a_look_at_the_other_copies() ->
 def test_the_planned_starts_to_cancel_are_those_of_children_owned_elsewhere_now() -> None:
     owners = {"x": ["a"], "y": ["b"], "z": ["b", "a"], "w": []}
     assert foreign_starts("a", {"w", "z", "y", "x"}, lambda cid: owners[cid]) == ["y"]
+
+
+def test_a_copy_is_owned_elsewhere_only_when_an_owner_exists_and_is_another_node() -> None:
+    assert owned_elsewhere("a", ["b"])
+    assert not owned_elsewhere("a", ["b", "a"])
+    assert not owned_elsewhere("a", [])  # every live node drains: a local copy stays
