@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import logging
 import math
@@ -73,7 +74,7 @@ from .events import (
 )
 from .local import LocalRuntime
 from .messaging import Messenger
-from .pacing import Pace, RollingSweep, paced
+from .pacing import Pace, RollingSweep, in_slices, paced
 from .pid import Pid
 from .planner import (
     Bury,
@@ -404,7 +405,10 @@ class Coordinator:
         await hooks.dispatch(Hook.PRE_NODES_REDISTRIBUTION, Redistribution("nodedown", name))
         part = self.registry.partitions.get(name)
         lost = list(part.entries) if part is not None else []
-        self._apply_changes(self.registry.drop(name), dropped=True)
+        # paced (a partition can hold 100,000 entries): a dropped one moves nothing in transit
+        await in_slices(
+            functools.partial(self._apply_changes, dropped=True), self.registry.drop(name)
+        )
         self._topology_changed(lost)
         await hooks.dispatch(Hook.POST_NODES_REDISTRIBUTION, Redistribution("nodedown", name))
         await hooks.dispatch(Hook.POST_CLUSTER_LEAVE, name)
@@ -1499,35 +1503,40 @@ class Coordinator:
 
         try:
             await asyncio.gather(*(batches_on(t, rs) for t, rs in groups.items()))
-            where, failed = self._started(groups, outcomes)
+            where, failed = await self._started(groups, outcomes)
         finally:  # the copies that started: in transit until they show, for a while at most
             until = asyncio.get_running_loop().time() + self.start_timeout
             in_transit = self._in_transit
             for cid in sent:
                 if in_transit.get(cid) == math.inf:
                     in_transit[cid] = until
-        remote = [(cid, pid) for cid, pids in where.items() for n, pid in pids if n != self.node]
+        node = self.node
+        remote = ((cid, pid) for cid, pids in where.items() for n, pid in pids if n != node)
         await self.until_visible(remote, asyncio.get_running_loop().time() + timeout)
         started = [(s.id, where[s.id]) for s in specs if s.id in where]
         errors += [(s.id, failed[s.id]) for s in specs if s.id in failed and s.id not in where]
         return started, errors
 
-    def _started(
+    async def _started(
         self, groups: Mapping[str, list[Record]], outcomes: list[tuple[str, Pid | HubError]]
     ) -> tuple[dict[str, list[tuple[str, Pid]]], dict[str, HubError]]:
         """The outcome of a start request, per child: where it started, or why not (it then
-        gets a tombstone here and everywhere, unless it runs already)."""
+        gets a tombstone here and everywhere, unless it runs already). Paced: a request can
+        hold 100,000 children."""
         where: dict[str, list[tuple[str, Pid]]] = {}
         failed: dict[str, HubError] = {}
+        pace = Pace()
         for cid, outcome in outcomes:
             if isinstance(outcome, Pid):
                 where.setdefault(cid, []).append((outcome.node, outcome))
             else:
                 failed.setdefault(cid, outcome)
+            if pace.due():
+                await pace.pause()
         records = {r.spec.id: r for rs in groups.values() for r in rs}
         for pids in where.values():
             pids.sort()
-        self._learn([records[cid] for cid in where])
+        await in_slices(self._learn, [records[cid] for cid in where])
         for cid, error in failed.items():
             if cid not in where and not isinstance(error, AlreadyStarted):
                 # no owner started it (or the outcome is unknown: no answer): make it "not
@@ -1537,6 +1546,8 @@ class Coordinator:
                         self.origin, STOPPED, f"start failed: {error}", time.time()
                     )
                 )
+            if pace.due():
+                await pace.pause()
         return where, failed
 
     async def serve_start(
@@ -1982,7 +1993,13 @@ class Coordinator:
             entry = part.entries.get(cid) if part is not None else None
             return entry is None or entry.local_id != pid.local_id or entry.boot_id != pid.boot_id
 
-        pending = [(cid, pid) for cid, pid in placed if missing(cid, pid)]
+        pending = []
+        pace = Pace()
+        for cid, pid in placed:
+            if missing(cid, pid):
+                pending.append((cid, pid))
+            if pace.due():
+                await pace.pause()
         loop = asyncio.get_running_loop()
         while pending and loop.time() < deadline:
             self._registry_changed.clear()

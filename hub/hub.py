@@ -38,6 +38,7 @@ from .events import ChildStarted, Hook
 from .hooks import HookHandler, HookManager
 from .local import LocalRuntime
 from .ops import HubCounters
+from .pacing import paced
 from .pid import Pid
 from .policies import Strategies
 from .process import Call
@@ -550,9 +551,10 @@ class Hub:
             started = []
         await self.runtime.events.flush()
         if self.hooks.has_handlers(Hook.POST_CHILDREN_START):
-            report = [
-                ChildStarted(cid, "ok", pids[0][1], [n for n, _ in pids]) for cid, pids in started
-            ]
+            report = await paced(
+                lambda item: ChildStarted(item[0], "ok", item[1][0][1], [n for n, _ in item[1]]),
+                started,
+            )
             report += [ChildStarted(cid, _result_word(exc), None, []) for cid, exc in errors]
             await self.hooks.dispatch(Hook.POST_CHILDREN_START, report)
         return StartResult("error" if errors else "ok", started, errors, rolled_back)

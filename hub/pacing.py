@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -55,6 +55,18 @@ async def paced(function: Callable[[T], R], items: Iterable[T]) -> list[R]:
         if pace.due():
             await pace.pause()
     return out
+
+
+async def in_slices(
+    work: Callable[[Sequence[T]], object], items: Sequence[T], size: int = 500
+) -> None:
+    """``work(items[i : i + size])`` for each slice of ``items`` in turn, with a turn of the
+    event loop whenever a time slice is used up (for work that takes many items at once)."""
+    pace = Pace()
+    for i in range(0, len(items), size):
+        work(items[i : i + size])
+        if pace.due():
+            await pace.pause()
 
 
 class RollingSweep:

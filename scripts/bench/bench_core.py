@@ -5,10 +5,14 @@
    timeouts: start errors (goal: 0), when the start call returned, and seconds until every
    node's registry holds all of them (goal: <= 5 s), both counted from the moment
    ``hub.start_children`` is called (the node first builds the 100,000 specs, which the
-   benchmark reports apart).
+   benchmark reports apart). Also: starts beyond one per child (goal: 0), live nodes declared
+   failed meanwhile (a node that starves its event loop misses its probes; goal: 0) and
+   ``CHILD_CONFLICT`` events (two copies found; goal: 0).
 2. Failover: kill -9 of one of those 3 nodes: seconds to detection (first survivor to declare
    it failed) and until every child runs again (every survivor's registry holds every child,
-   none on the dead node; goal: <= detection + 2 s).
+   none on the dead node; goal: <= detection + 2 s); how many of the dead node's children
+   were restarted exactly once, the extra starts, live nodes declared failed and conflicts
+   (goal: all, 0, 0, 0).
    Steps 1 and 2 run twice, side by side: with Python's garbage collector thresholds, and with
    ``hub.tune_gc()`` in every node process.
 3. Memory per registry entry on a node that does not run the child (goal: <= 600 bytes): a
@@ -80,6 +84,36 @@ async def reached(nodes: list[NodeProc], marks: list[int], timeout: float) -> fl
     return float(max(stamps))
 
 
+async def started_since(nodes: list[NodeProc], before: dict[str, int]) -> dict[str, int]:
+    """Starts per child (``PROCESS_STARTUPS``, summed over ``nodes``) beyond ``before``."""
+    total: dict[str, int] = {}
+    for node in nodes:
+        for cid, count in (await node.startups()).items():
+            total[cid] = total.get(cid, 0) + count
+    return {c: k - before.get(c, 0) for c, k in total.items() if k > before.get(c, 0)}
+
+
+def falsely_failed(nodes: list[NodeProc], marks: list[int], dead: tuple[str, ...]) -> int:
+    """How often ``nodes`` declared a member failed that was not killed (a node that starved
+    its event loop long enough to miss its probes), since ``marks``."""
+    return sum(
+        1
+        for node, mark in zip(nodes, marks, strict=True)
+        for e in node.events[mark:]
+        if e["ev"] == "member" and e["kind"] == "failed" and e["name"] not in dead
+    )
+
+
+def conflicts(nodes: list[NodeProc], marks: list[int]) -> int:
+    """``CHILD_CONFLICT`` events (two copies of a child found) on ``nodes`` since ``marks``."""
+    return sum(
+        1
+        for node, m in zip(nodes, marks, strict=True)
+        for e in node.events[m:]
+        if e["ev"] == "child_conflict"
+    )
+
+
 # -- 1 and 2: scale and failover ---------------------------------------------------------------
 
 
@@ -99,24 +133,32 @@ async def scale_and_failover(n: int, tuned_gc: bool) -> dict[str, Any]:
         )
         visible = await reached(nodes, marks, LONG)
         called = reply["called"]  # the node built the specs: the hub's part begins
+        starts = await started_since(nodes, {})
         out["start"] = {
             "errors": reply["n_errors"],
             "error_examples": reply["errors"][:3],
             "specs_built_s": called - t0,
             "start_call_returned_s": reply["t"] - called,
             "visible_everywhere_s": None if visible is None else visible - called,
+            "extra_starts": sum(starts.values()) - len(starts),
+            "false_failures": falsely_failed(nodes, marks, dead=()),
+            "conflicts": conflicts(nodes, marks),
         }
         print(
             f"{gc}start {n:,} from one of 3 nodes (default timeouts; {called - t0:.2f}s to build "
             f"the specs first): {reply['n_errors']} errors, start_children returned after "
             f"{reply['t'] - called:.2f}s, every registry holds all after "
-            + ("never" if visible is None else f"{visible - called:.2f}s"),
+            + ("never" if visible is None else f"{visible - called:.2f}s")
+            + f"; {out['start']['extra_starts']} extra starts, {out['start']['false_failures']}"
+            f" live nodes declared failed, {out['start']['conflicts']} conflicts",
             flush=True,
         )
         if visible is None:
             return out
 
         victim, survivors = nodes[2], nodes[:2]
+        orphans = await victim.local()
+        before = await started_since(survivors, {})
         marks = [len(p.events) for p in survivors]
         for p in survivors:
             await p.command(cmd="watch", count=n, prefix="c", without=victim.name)
@@ -125,15 +167,25 @@ async def scale_and_failover(n: int, tuned_gc: bool) -> dict[str, Any]:
         back = await reached(survivors, marks, LONG)
         detected = [failed_at(p, victim.name, m) for p, m in zip(survivors, marks, strict=True)]
         first = min((t for t in detected if t is not None), default=None)
+        restarts = await started_since(survivors, before)
         out["kill"] = {
             "detection_s": None if first is None else first - killed,
             "all_running_again_s": None if back is None else back - killed,
+            "orphans": len(orphans),
+            "restarted_once": sum(1 for c in orphans if restarts.get(c) == 1),
+            "extra_starts": sum(restarts.values()) - len(orphans),
+            "false_failures": falsely_failed(survivors, marks, dead=(victim.name,)),
+            "conflicts": conflicts(survivors, marks),
         }
         print(
             f"{gc}kill -9 of 1 of 3 holding {n:,}: detected after "
             + ("never" if first is None else f"{first - killed:.2f}s")
             + ", every child running again after "
-            + ("never" if back is None else f"{back - killed:.2f}s"),
+            + ("never" if back is None else f"{back - killed:.2f}s")
+            + f"; {out['kill']['restarted_once']:,} of its {len(orphans):,} children restarted "
+            f"exactly once, {out['kill']['extra_starts']} extra starts, "
+            f"{out['kill']['false_failures']} live nodes declared failed, "
+            f"{out['kill']['conflicts']} conflicts",
             flush=True,
         )
     finally:
