@@ -87,6 +87,7 @@ from .planner import (
     Start,
     Stop,
     View,
+    catching_up,
     foreign_starts,
     owned_elsewhere,
     start_target,
@@ -405,11 +406,11 @@ class Coordinator:
         await hooks.dispatch(Hook.PRE_NODES_REDISTRIBUTION, Redistribution("nodedown", name))
         part = self.registry.partitions.get(name)
         lost = list(part.entries) if part is not None else []
-        # paced (a partition can hold 100,000 entries): a dropped one moves nothing in transit
-        await in_slices(
-            functools.partial(self._apply_changes, dropped=True), self.registry.drop(name)
-        )
-        self._topology_changed(lost)
+        dropped = self.registry.drop(name)
+        self._topology_changed(lost)  # before any turn of the loop: quorum, settle time, ...
+        # paced (a partition can hold 100,000 entries): a dropped one moves nothing in transit,
+        # and its children are marked to be planned already
+        await in_slices(functools.partial(self._apply_changes, dropped=True), dropped)
         await hooks.dispatch(Hook.POST_NODES_REDISTRIBUTION, Redistribution("nodedown", name))
         await hooks.dispatch(Hook.POST_CLUSTER_LEAVE, name)
 
@@ -2067,6 +2068,41 @@ class Coordinator:
         self._dirty.update(cid for r in changed if concerns(cid := r.spec.id))
         return tuple(entry for _, entry in decoded)
 
+    async def _load(self, node: str, boot: str, version: int, decoded: list[Any]) -> bool:
+        """Learn the records of a snapshot of ``node``'s partition and load it, paced (a
+        partition can hold 100,000 entries); False when ``node`` left or restarted meanwhile
+        (nothing is loaded then). A record is learnt before its entry here, so ``node``
+        counts as not synchronized until the end: no node starts anything while a peer is
+        not synchronized (nor moves a copy to it), so none starts a second copy of a child
+        whose record it knows and whose entry it does not show yet."""
+        member = self.members.get(node)
+        was_synced = node not in self.unsynced
+        self.unsynced.add(node)
+        changed: list[Record] = []
+
+        def learn(part: Sequence[tuple[Record, Entry]]) -> None:
+            changed.extend(self._learn((r for r, _ in part), apart=False, plan=False))
+
+        try:
+            await in_slices(learn, decoded)
+            if self.members.get(node) != member:
+                return False
+            entries = tuple(entry for _, entry in decoded)
+            changes = self.registry.load(Snapshot(node, boot, version, entries))
+            concerns = self._concerns
+            self._dirty.update(cid for r in changed if concerns(cid := r.spec.id))
+            loaded = self.registry.partitions.get(node)
+
+            def apply(part: Sequence[Change]) -> None:
+                if self.registry.partitions.get(node) is loaded:  # not dropped meanwhile
+                    self._apply_changes(part)
+
+            await in_slices(apply, changes)
+            return self.members.get(node) == member
+        finally:
+            if was_synced and self.members.get(node) == member:
+                self._synced(node)
+
     def _concerns(self, child_id: str) -> bool:
         """Whether a peer's new entry (or record) of ``child_id`` can ask anything of this
         node. Without replication, a child that runs elsewhere and not here needs nothing from
@@ -2122,8 +2158,8 @@ class Coordinator:
         held = self._parts[node]
         if part == parts - 1:
             del self._parts[node]
-            entries = self._with_records(held[3])
-            self._apply_changes(self.registry.load(Snapshot(node, boot, int(version), entries)))
+            if not await self._load(node, boot, int(version), held[3]):
+                return  # it left (or restarted) while the snapshot was loaded
             early = self._early.pop(node, [])
             if not all([await self._apply_delta(node, delta) for delta in early]):
                 self.runtime.own(self._catch_up(node), f"catch-up:{node}")  # still a gap
@@ -2254,11 +2290,12 @@ class Coordinator:
         for i in repeated:
             differing[i] = (*differing[i][:2], now)  # pushed: wait as long again
         self._differing[name] = differing
-        if repeated:
-            records = [r.to_wire() for r in self.desired.bucket_records(repeated)]
+        peer_state = state_from_wire(state)
+        if repeated and not catching_up(peer_state[0], self._state()[0]):
+            records = await paced(Record.to_wire, self.desired.bucket_records(repeated))
             for i in range(0, len(records), self.chunk):
                 await self._send(name, "records", records[i : i + self.chunk])
-        self._peer_state[name] = state_from_wire(state)
+        self._peer_state[name] = peer_state
         self._check_synchronized()
 
     def _check_synchronized(self) -> None:
@@ -2349,10 +2386,8 @@ class Coordinator:
             records, (node, boot, version, items) = payload
             self._learn(record_from_wire(r, self.desired.get) for r in records)
             decoded = await self._entries_from_wire(peer.name, boot, items)
-            if decoded is None:
-                return None  # it is gone already: its partition went with it
-            entries = self._with_records(decoded)
-            self._apply_changes(self.registry.load(Snapshot(node, boot, int(version), entries)))
+            if decoded is not None:  # else it is gone already: its partition went with it
+                await self._load(node, boot, int(version), decoded)
             return None
         if kind in ("start", "migrate"):
             drains = payload.get("draining") is True and peer.name in self.members

@@ -316,6 +316,8 @@ class DesiredTable:
         """The buckets whose digest differs from ``digests`` (a peer's)."""
         return [i for i, (a, b) in enumerate(zip(self._digests, digests, strict=False)) if a != b]
 
-    def bucket_records(self, buckets: Iterable[int]) -> list[Record]:
+    def bucket_records(self, buckets: Iterable[int]) -> Iterator[Record]:
+        """The records in ``buckets``, one at a time (from a copy of the table: the caller
+        may pause between them while the table changes)."""
         wanted = set(buckets)
-        return [r for cid, r in self._records.items() if bucket_of(cid) in wanted]
+        return (r for cid, r in list(self._records.items()) if bucket_of(cid) in wanted)

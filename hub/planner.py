@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from .desired import LIVE, Record
 from .policies import Mode
@@ -56,6 +56,7 @@ __all__ = [
     "Start",
     "Stop",
     "View",
+    "catching_up",
     "foreign_starts",
     "owned_elsewhere",
     "start_target",
@@ -380,3 +381,11 @@ def start_target(me: str, owners: Sequence[str], hops: int, max_hops: int) -> st
 def synchronized(own: object, peers: Mapping[str, object], live: Iterable[str], me: str) -> bool:
     """Whether every live peer reported the same registry digest as this node's."""
     return all(n == me or peers.get(n) == own for n in live)
+
+
+def catching_up(peer: Iterable[Sequence[Any]], own: Iterable[Sequence[Any]]) -> bool:
+    """Whether a peer or this node still lacks a partition (node and boot) that the other
+    holds, from the ``(node, boot, version)`` lists of both: one of them is loading
+    snapshots, and the desired records of those children reach it with their entries, so
+    the desired digests differ meanwhile and pushing records would only add to the load."""
+    return {(n, b) for n, b, *_ in peer} != {(n, b) for n, b, *_ in own}

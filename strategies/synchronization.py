@@ -31,7 +31,7 @@ class PubSub:
     message left behind."""
 
     batch_window: float = 0.005
-    max_batch: int = 5000
+    max_batch: int = 1000
     anti_entropy_interval: float = 5.0
 
     def __post_init__(self) -> None:

@@ -55,7 +55,10 @@ LINK_PATH = "/processhub/v1/link"
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 #: queued frames are merged into one websocket message up to this size (a larger frame goes
 #: alone): the receiver decodes a message in one go, so this bounds how long that takes
-MERGE_BYTES = 1024 * 1024
+MERGE_BYTES = 256 * 1024
+#: a sender that queued a frame at least this large gives the event loop a turn (packing it
+#: took a while, and a sender of many such frames would otherwise never yield)
+YIELD_BYTES = 64 * 1024
 ONEWAY, REQUEST, RESPONSE, BATCH = 0, 1, 2, 3
 MAX_OUTBOX = 10_000  # frames queued on one link before senders wait for the writer
 MAX_ERROR_CHARS = 4096  # an error response's message is cut to this length
@@ -170,13 +173,16 @@ class _Link:
         :class:`Packed` one already)."""
         if self.closed:
             raise LinkError(f"link to {self.peer.name} is closed")
-        self._outbox.append(frame if isinstance(frame, Packed) else _pack(frame))
+        data = frame if isinstance(frame, Packed) else _pack(frame)
+        self._outbox.append(data)
         self._queued.set()
         if len(self._outbox) >= MAX_OUTBOX:
             self._drained.clear()
             await self._drained.wait()
             if self.closed:
                 raise LinkError(f"link to {self.peer.name} broke")
+        elif len(data) >= YIELD_BYTES:
+            await asyncio.sleep(0)
 
     async def _write(self) -> None:
         owner = self.owner
@@ -516,6 +522,10 @@ class Links:
                     if faults is not None and self._lost(faults, peer.name):
                         continue
                     await self._serve_frame(ws, peer, frame, slots, running)
+                # a turn of the event loop per message: with messages buffered, neither the
+                # receive nor a handler that finishes without waiting yields, and a backlog
+                # would be handled in one step, too long for the membership's probes
+                await asyncio.sleep(0)
         finally:
             for task in running:
                 task.cancel()

@@ -257,9 +257,7 @@ async def hub_command(hub: Hub | None, cmd: dict[str, Any]) -> None:
             reply(cmd, "ok", cmd="watch")
         case "watch":
             ids = cmd.get("ids") or [f"{cmd.get('prefix', 'c')}{i}" for i in range(cmd["count"])]
-            ring = ConsistentHashing(nodes=cmd["on"]) if cmd.get("on") else None
-            owner = {cid: ring.belongs_to(cid)[0] for cid in ids} if ring is not None else None
-            task = asyncio.create_task(watch(hub, ids, cmd.get("without"), cmd, owner))
+            task = asyncio.create_task(watch(hub, ids, cmd.get("without"), cmd, cmd.get("on")))
             WATCHES.add(task)
             task.add_done_callback(WATCHES.discard)
             reply(cmd, "ok", cmd="watch")
@@ -275,20 +273,30 @@ async def watch(
     ids: list[str],
     without: str | None,
     cmd: dict[str, Any],
-    owner: dict[str, str] | None = None,
+    on: list[str] | None = None,
 ) -> None:
     """Report the moment this node's registry shows every child of ``ids`` somewhere (and,
-    with ``without``, none of them on that node; with ``owner``, exactly once, on its owner).
+    with ``without``, none of them on that node; with ``on``, exactly once, on its owner in a
+    ring of those nodes).
 
     It reads what ``hub.lookup`` reads (the registry's partitions) without building the pids
     ``lookup`` returns: a probe that costs microseconds per id would take a good part of the
     CPU of a node that starts 100,000 children. A cursor walks the ids in order and stops at
     the first one not shown yet (at most 5,000 ids per look); once it reaches the end, a check
     of all of them at once (set operations) confirms it (a child seen earlier may have moved
-    since) before ``reached``."""
+    since) before ``reached``. Every loop over the ids gives the event loop a turn every
+    5,000 ids: a probe that stalls its node gets it declared failed."""
     count = len(ids)
     partitions = hub.runtime.registry.partitions
     wanted = set(ids)
+    owner: dict[str, str] | None = None
+    if on:
+        ring = ConsistentHashing(nodes=on)
+        owner = {}
+        for i, cid in enumerate(ids):
+            owner[cid] = ring.belongs_to(cid)[0]
+            if i % 5_000 == 4_999:
+                await asyncio.sleep(0)
 
     def shown(cid: str) -> bool:
         if owner is None and without is None:
@@ -298,9 +306,13 @@ async def watch(
             return where == [owner[cid]]
         return bool(where) and without not in where
 
-    def all_shown() -> bool:
+    async def all_shown() -> bool:
         if owner is not None:
-            return all(shown(cid) for cid in ids)
+            for i in range(0, count, 5_000):
+                if not all(shown(cid) for cid in ids[i : i + 5_000]):
+                    return False
+                await asyncio.sleep(0)
+            return True
         present: set[str] = set()
         for node, part in partitions.items():
             if node == without:
@@ -316,9 +328,9 @@ async def watch(
         while cursor < min(count, limit) and shown(ids[cursor]):
             cursor += 1
         if cursor == count:
-            if all_shown():
+            if await all_shown():
                 break
-            cursor = next((i for i, cid in enumerate(ids) if not shown(cid)), 0)
+            cursor = 0  # walk again from the start (5,000 ids per look)
         await asyncio.sleep(0.005)  # the moment is known within 5 ms
     reply(cmd, "reached", count=count)
 

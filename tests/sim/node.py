@@ -61,6 +61,7 @@ from hub.planner import (
     Start,
     Stop,
     View,
+    catching_up,
     foreign_starts,
     owned_elsewhere,
     start_target,
@@ -1542,12 +1543,17 @@ class SimNode:
         self.wake()
         self.dirty.update(self.orphans)
 
+    def _versions(self) -> list[tuple[str, str, int]]:
+        live = {*self.members, self.name}
+        return [(n, p.boot_id, p.version) for n, p in self.registry.partitions.items() if n in live]
+
     def _send_state(self, peer: str) -> None:
         local = self.registry.local
-        self._send(peer, "state", (local.boot_id, local.version, self.desired.digests()))
+        state = (local.boot_id, local.version, self.desired.digests(), self._versions())
+        self._send(peer, "state", state)
 
     def _on_state(self, name: str, payload: Any) -> None:
-        boot, version, digests = payload
+        boot, version, digests, versions = payload
         part = self.registry.partitions.get(name)
         current = part is not None and part.boot_id == boot and part.version >= version
         if current and self.members.get(name) == boot:
@@ -1568,8 +1574,8 @@ class SimNode:
         for i in repeated:
             differing[i] = (*differing[i][:2], now)  # pushed: wait as long again
         self.differing[name] = differing  # pushed: what has differed the same way a while
-        if repeated:
-            self._send(name, "records", self.desired.bucket_records(repeated))
+        if repeated and not catching_up(versions, self._versions()):
+            self._send(name, "records", list(self.desired.bucket_records(repeated)))
 
     # -- links ---------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from hub.planner import (
     Start,
     Stop,
     View,
+    catching_up,
     foreign_starts,
     owned_elsewhere,
     start_target,
@@ -355,3 +356,11 @@ def test_a_copy_is_owned_elsewhere_only_when_an_owner_exists_and_is_another_node
     assert owned_elsewhere("a", ["b"])
     assert not owned_elsewhere("a", ["b", "a"])
     assert not owned_elsewhere("a", [])  # every live node drains: a local copy stays
+
+
+def test_catching_up_until_both_hold_the_same_partitions_by_node_and_boot() -> None:
+    own = [("a", "b1", 7), ("b", "b2", 3)]
+    assert not catching_up([("a", "b1", 5), ("b", "b2", 3)], own)  # versions may lag
+    assert catching_up([("a", "b1", 7)], own)  # it lacks b's partition
+    assert catching_up([("a", "b1", 7), ("b", "old", 9)], own)  # an old boot of b
+    assert catching_up([("a", "b1", 7), ("b", "b2", 3), ("c", "b3", 1)], own)  # we lack c's

@@ -482,7 +482,7 @@ def test_migration_settings() -> None:
 
 def test_synchronization_settings() -> None:
     pubsub = PubSub()
-    assert (pubsub.kind, pubsub.batch_window, pubsub.max_batch) == ("pubsub", 0.005, 5000)
+    assert (pubsub.kind, pubsub.batch_window, pubsub.max_batch) == ("pubsub", 0.005, 1000)
     assert pubsub.anti_entropy_interval == 5.0
     assert not hasattr(strategies, "Gossip")  # no relaying: every delta takes one hop
 
