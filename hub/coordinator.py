@@ -118,6 +118,9 @@ logger = logging.getLogger(__name__)
 
 MAX_HOPS = 2  # a start request is forwarded at most this often, then starts where it is
 MIGRATION_BATCH = 500
+#: migration batches a node has in flight to one target: a joiner that 3 nodes sent every
+#: batch at once started none of them within the request's timeout
+BATCHES_PER_TARGET = 2
 START_BATCH = 2_000  # records in one start request (bounded frames)
 MOVE_WINDOW = 5.0  # seconds a node waits for a child announced to be moving to it
 LEAVE_TIMEOUT = 30.0  # at most this long to hand children off before leaving
@@ -221,6 +224,7 @@ class Coordinator:
         self._sweep = RollingSweep(SWEEP)  # the rolling reconciliation
         self._slicing = False  # a plan is under way, slice by slice
         self._moving = asyncio.Semaphore(max(1, self.migration.max_concurrent))
+        self._moving_to: dict[str, asyncio.Semaphore] = {}  # per target: BATCHES_PER_TARGET
         # registry sync state
         self._outgoing: dict[str, Record] = {}
         self._dirty_registry = asyncio.Event()
@@ -400,6 +404,7 @@ class Coordinator:
         self._lagging.pop(name, None)
         self._parts.pop(name, None)
         self._early.pop(name, None)
+        self._moving_to.pop(name, None)  # batches waiting for it fail once they run
         for cid in [c for c, i in self._incoming.items() if i.source == name]:
             self._abandon(cid, f"{name} {why}")
         logger.info("hub %s: node %s %s", self.hub_id, name, why)
@@ -956,12 +961,17 @@ class Coordinator:
         retry: dict[str, str] = {}
         self.moves_in_flight += 1
         records: dict[str, Record] = {}
+        slot = self._moving_to.get(target)
+        if slot is None:
+            slot = self._moving_to[target] = asyncio.Semaphore(BATCHES_PER_TARGET)
         try:
-            async with self._moving:
+            async with slot, self._moving:
+                if target not in self.members:
+                    return  # it left while the batch waited: the next plan decides again
                 for cid in ids:
                     child = runtime.get(cid)
-                    if child is None:
-                        continue
+                    if child is None or target not in self.owners(cid):
+                        continue  # gone, or owned elsewhere by now: the next plan decides
                     record = self.record_of(child.spec, child.metadata, runtime.epoch(cid))
                     if record.status == LIVE:  # else stopped here by the next plan, not moved
                         records[cid] = record
