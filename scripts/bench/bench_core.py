@@ -15,6 +15,9 @@
    (goal: all, 0, 0, 0).
    Steps 1 and 2 run twice, side by side: with Python's garbage collector thresholds, and with
    ``hub.tune_gc()`` in every node process.
+   Then a 4th node joins 3 that hold the N children (``hub.tune_gc()``): seconds until every
+   registry shows each child exactly once on its owner in the ring of 4 (no goal is set), the
+   starts beyond one per moved child, live nodes declared failed and conflicts (goal: 0 each).
 3. Memory per registry entry on a node that does not run the child (goal: <= 600 bytes): a
    fresh 3-node cluster with ``hub.tune_gc()`` (with Python's thresholds n0's full collections,
    as it starts all N children, can stall it long enough to be declared failed now and then:
@@ -186,6 +189,55 @@ async def scale_and_failover(n: int, tuned_gc: bool) -> dict[str, Any]:
             f"exactly once, {out['kill']['extra_starts']} extra starts, "
             f"{out['kill']['false_failures']} live nodes declared failed, "
             f"{out['kill']['conflicts']} conflicts",
+            flush=True,
+        )
+    finally:
+        await cluster.close()
+    return out
+
+
+async def join_large(n: int) -> dict[str, Any]:
+    """A 4th node joins 3 (``hub.tune_gc()``) that hold ``n`` children: seconds until every
+    node's registry shows each child exactly once, on its owner in the ring of 4; the starts
+    beyond one per child that moved; live nodes declared failed; conflicts."""
+    cluster = Cluster()
+    out: dict[str, Any] = {"children": n}
+    try:
+        nodes = await cluster.start(3, hub=HUB, tuned_gc=True)
+        await cluster.hub_converged(nodes)
+        marks = [len(p.events) for p in nodes]
+        for p in nodes:
+            await p.command(cmd="watch", count=n, prefix="c")
+        await nodes[0].command(
+            cmd="start", n=n, prefix="c", default_timeout=True, reply_timeout=LONG
+        )
+        if await reached(nodes, marks, LONG) is None:
+            return out
+        before = await started_since(nodes, {})
+        marks = [len(p.events) for p in nodes]
+        began = time.monotonic()
+        joiner = await cluster.add("n3", hub=HUB, tuned_gc=True)
+        everyone = [*nodes, joiner]
+        marks.append(0)
+        ring = [p.name for p in everyone]
+        for p in everyone:
+            await p.command(cmd="watch", count=n, prefix="c", on=ring)
+        settled = await reached(everyone, marks, 120.0)
+        owner = ConsistentHashing(nodes=ring)
+        moved = sum(1 for i in range(n) if owner.belongs_to(f"c{i}")[0] == joiner.name)
+        starts = await started_since(everyone, before)
+        out.update(
+            settled_s=None if settled is None else settled - began,
+            moved=moved,
+            extra_starts=sum(starts.values()) - moved,
+            false_failures=falsely_failed(everyone, marks, dead=()),
+            conflicts=conflicts(everyone, marks),
+        )
+        print(
+            f"a 4th node joins 3 holding {n:,}: every child on its owner after "
+            + ("never (120 s)" if settled is None else f"{settled - began:.2f}s")
+            + f"; {moved:,} moved, {out['extra_starts']} extra starts, "
+            f"{out['false_failures']} live nodes declared failed, {out['conflicts']} conflicts",
             flush=True,
         )
     finally:
@@ -447,6 +499,7 @@ async def main() -> None:
         "default_gc": await scale_and_failover(n, tuned_gc=False),
         "tuned_gc": await scale_and_failover(n, tuned_gc=True),
     }
+    report["join"] = await join_large(n)
     report["memory"] = await memory_per_entry(n)
     report["churn"] = await churn(args.churn_children)
 
@@ -469,6 +522,20 @@ async def main() -> None:
                 None if detection is None else detection + 2.0,
             ),
         ]
+        for phase, figures in (("start", start), ("kill -9", kill)):
+            for key, what in (
+                ("extra_starts", "extra starts"),
+                ("false_failures", "live nodes declared failed"),
+                ("conflicts", "conflicts"),
+            ):
+                rows.append((f"[{label}] {phase}: {what}", figures.get(key), 0))
+    join = report["join"]
+    rows += [
+        ("a 4th node joins: every child on its owner, s", join.get("settled_s"), None),
+        ("a 4th node joins: extra starts", join.get("extra_starts"), 0),
+        ("a 4th node joins: live nodes declared failed", join.get("false_failures"), 0),
+        ("a 4th node joins: conflicts", join.get("conflicts"), 0),
+    ]
     rows += [
         ("registry entry (not run here), RSS, B", memory.get("rss_bytes_per_entry"), 600),
         (
@@ -496,7 +563,8 @@ async def main() -> None:
         report["goals"][name] = {"measured": value, "goal": goal, "met": met}
         shown = "never" if value is None else f"{value:,.2f}"
         target = "" if goal is None else f"{goal:,.2f}"
-        print(f"{name:54} {shown:>10} {target:>8}  {'yes' if met else 'NO'}")
+        verdict = "-" if goal is None else "yes" if met else "NO"
+        print(f"{name:54} {shown:>10} {target:>8}  {verdict}")
     write_report(Path(args.json), report)
 
 
