@@ -526,6 +526,8 @@ class Links:
                 # receive nor a handler that finishes without waiting yields, and a backlog
                 # would be handled in one step, too long for the membership's probes
                 await asyncio.sleep(0)
+        except (ConnectionError, aiohttp.ClientError) as exc:  # e.g. a pong to a closing socket
+            logger.info("link from %s: connection lost: %r", peer.name, exc)
         finally:
             for task in running:
                 task.cancel()
