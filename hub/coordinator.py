@@ -2070,28 +2070,32 @@ class Coordinator:
         return decoded
 
     def _with_records(self, decoded: list[tuple[Record, Entry]]) -> tuple[Entry, ...]:
-        """The entries of a delta or snapshot about to be applied, once their records are
-        learnt: a record is learnt with its entry, never before (a node that knew the record
-        of a copy its registry does not show yet could start another)."""
-        changed = self._learn((record for record, _ in decoded), apart=False, plan=False)
-        concerns = self._concerns
-        self._dirty.update(cid for r in changed if concerns(cid := r.spec.id))
+        """The entries of a delta about to be applied, once their records are learnt: a
+        record is learnt with its entry, never before (a node that knew the record of a copy
+        its registry does not show yet could start another)."""
+        self._plan_concerned(self._learn((r for r, _ in decoded), apart=False, plan=False))
         return tuple(entry for _, entry in decoded)
 
-    async def _load(self, node: str, boot: str, version: int, decoded: list[Any]) -> bool:
+    def _plan_concerned(self, learnt: Iterable[Record]) -> None:
+        concerns = self._concerns
+        self._dirty.update(cid for r in learnt if concerns(cid := r.spec.id))
+
+    async def _load(
+        self, node: str, boot: str, version: int, decoded: list[tuple[Record, Entry]]
+    ) -> bool:
         """Learn the records of a snapshot of ``node``'s partition and load it, paced (a
         partition can hold 100,000 entries); False when ``node`` left or restarted meanwhile
-        (nothing is loaded then). A record is learnt before its entry here, so ``node``
-        counts as not synchronized until the end: no node starts anything while a peer is
-        not synchronized (nor moves a copy to it), so none starts a second copy of a child
-        whose record it knows and whose entry it does not show yet."""
+        (nothing is loaded then). The records are learnt before their entries here, so
+        ``node`` counts as not synchronized until the end: this node starts nothing while a
+        peer is not synchronized (nor moves a copy to it), so it starts no second copy of a
+        child whose record it knows and whose entry it does not show yet."""
         member = self.members.get(node)
         was_synced = node not in self.unsynced
         self.unsynced.add(node)
-        changed: list[Record] = []
+        learnt: list[Record] = []
 
         def learn(part: Sequence[tuple[Record, Entry]]) -> None:
-            changed.extend(self._learn((r for r, _ in part), apart=False, plan=False))
+            learnt.extend(self._learn((r for r, _ in part), apart=False, plan=False))
 
         try:
             await in_slices(learn, decoded)
@@ -2099,8 +2103,7 @@ class Coordinator:
                 return False
             entries = tuple(entry for _, entry in decoded)
             changes = self.registry.load(Snapshot(node, boot, version, entries))
-            concerns = self._concerns
-            self._dirty.update(cid for r in changed if concerns(cid := r.spec.id))
+            self._plan_concerned(learnt)
             loaded = self.registry.partitions.get(node)
 
             def apply(part: Sequence[Change]) -> None:

@@ -117,6 +117,19 @@ def conflicts(nodes: list[NodeProc], marks: list[int]) -> int:
     )
 
 
+async def three_watching(
+    cluster: Cluster, n: int, tuned_gc: bool
+) -> tuple[list[NodeProc], list[int]]:
+    """3 node processes with the hub, each watching for the ``n`` children ``c0``..; returns
+    them and their event marks (``reached`` comes after the marks)."""
+    nodes = await cluster.start(3, hub=HUB, tuned_gc=tuned_gc)
+    await cluster.hub_converged(nodes)
+    marks = [len(p.events) for p in nodes]
+    for p in nodes:
+        await p.command(cmd="watch", count=n, prefix="c")
+    return nodes, marks
+
+
 # -- 1 and 2: scale and failover ---------------------------------------------------------------
 
 
@@ -125,11 +138,7 @@ async def scale_and_failover(n: int, tuned_gc: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"children": n, "gc": "tuned" if tuned_gc else "default"}
     gc = f"[gc {out['gc']}] "
     try:
-        nodes = await cluster.start(3, hub=HUB, tuned_gc=tuned_gc)
-        await cluster.hub_converged(nodes)
-        marks = [len(p.events) for p in nodes]
-        for p in nodes:
-            await p.command(cmd="watch", count=n, prefix="c")
+        nodes, marks = await three_watching(cluster, n, tuned_gc)
         t0 = time.monotonic()
         reply = await nodes[0].command(
             cmd="start", n=n, prefix="c", default_timeout=True, reply_timeout=LONG
@@ -203,11 +212,7 @@ async def join_large(n: int) -> dict[str, Any]:
     cluster = Cluster()
     out: dict[str, Any] = {"children": n}
     try:
-        nodes = await cluster.start(3, hub=HUB, tuned_gc=True)
-        await cluster.hub_converged(nodes)
-        marks = [len(p.events) for p in nodes]
-        for p in nodes:
-            await p.command(cmd="watch", count=n, prefix="c")
+        nodes, marks = await three_watching(cluster, n, tuned_gc=True)
         await nodes[0].command(
             cmd="start", n=n, prefix="c", default_timeout=True, reply_timeout=LONG
         )
