@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 import pytest
 
-from hub.pacing import SLICE, Pace, RollingSweep, paced
+from hub.pacing import SLICE, Pace, RollingSweep, in_slices, paced
 
 
 def test_a_slice_is_due_once_used_up_and_not_before() -> None:
@@ -51,6 +52,32 @@ async def test_paced_maps_in_order_and_lets_other_tasks_run_between_slices() -> 
     finally:
         task.cancel()
     assert any(0 < n < 10 for n in turns)  # it ran while the map was under way
+
+
+async def test_in_slices_hands_out_consecutive_slices_and_lets_other_tasks_run() -> None:
+    seen: list[list[int]] = []
+    await in_slices(lambda part: seen.append(list(part)), list(range(7)), size=3)
+    assert seen == [[0, 1, 2], [3, 4, 5], [6]]
+    turns: list[int] = []
+    done: list[int] = []
+
+    async def other() -> None:
+        while True:
+            turns.append(len(done))
+            await asyncio.sleep(0)
+
+    def slow(part: Sequence[int]) -> None:
+        time.sleep(SLICE / 2)  # ten slices take five time slices
+        done.extend(part)
+
+    task = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    try:
+        await in_slices(slow, list(range(20)), size=2)
+    finally:
+        task.cancel()
+    assert done == list(range(20))
+    assert any(0 < n < 20 for n in turns)  # it ran while the slices were under way
 
 
 def test_a_rolling_sweep_visits_everyone_once_a_round_a_bounded_part_at_a_time() -> None:
