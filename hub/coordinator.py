@@ -2220,11 +2220,15 @@ class Coordinator:
 
     def _state(self) -> tuple[Any, int]:
         """This node's registry versions (over the live members) and desired digest."""
+        return (self._versions(), self.desired.digest())
+
+    def _versions(self) -> tuple[tuple[str, str, int], ...]:
         live = {*self.members, self.node}
-        versions = sorted(
-            (n, p.boot_id, p.version) for n, p in self.registry.partitions.items() if n in live
+        return tuple(
+            sorted(
+                (n, p.boot_id, p.version) for n, p in self.registry.partitions.items() if n in live
+            )
         )
-        return (tuple(map(tuple, versions)), self.desired.digest())
 
     def _send_state(self, peers: Iterable[str]) -> None:
         """This node's anti-entropy state (built once) to each of ``peers``."""
@@ -2304,7 +2308,7 @@ class Coordinator:
             differing[i] = (*differing[i][:2], now)  # pushed: wait as long again
         self._differing[name] = differing
         peer_state = state_from_wire(state)
-        if repeated and not catching_up(peer_state[0], self._state()[0]):
+        if repeated and not catching_up(peer_state[0], self._versions()):
             records = await paced(Record.to_wire, self.desired.bucket_records(repeated))
             for i in range(0, len(records), self.chunk):
                 await self._send(name, "records", records[i : i + self.chunk])

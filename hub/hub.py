@@ -551,10 +551,7 @@ class Hub:
             started = []
         await self.runtime.events.flush()
         if self.hooks.has_handlers(Hook.POST_CHILDREN_START):
-            report = await paced(
-                lambda item: ChildStarted(item[0], "ok", item[1][0][1], [n for n, _ in item[1]]),
-                started,
-            )
+            report = await paced(_started_ok, started)
             report += [ChildStarted(cid, _result_word(exc), None, []) for cid, exc in errors]
             await self.hooks.dispatch(Hook.POST_CHILDREN_START, report)
         return StartResult("error" if errors else "ok", started, errors, rolled_back)
@@ -825,6 +822,11 @@ def _check_timeout(timeout: float | None, default: float) -> float:
     if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0:
         raise InvalidSpec(f"timeout must be a positive number of seconds, got {timeout!r}")
     return float(timeout)
+
+
+def _started_ok(item: tuple[str, list[tuple[str, Pid]]]) -> ChildStarted:
+    cid, pids = item
+    return ChildStarted(cid, "ok", pids[0][1], [n for n, _ in pids])
 
 
 def _result_word(exc: HubError) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 import pytest
 
@@ -30,27 +30,36 @@ async def test_a_pause_gives_other_tasks_a_turn() -> None:
     await task
 
 
-async def test_paced_maps_in_order_and_lets_other_tasks_run_between_slices() -> None:
-    assert await paced(lambda x: x * 2, range(5)) == [0, 2, 4, 6, 8]
+async def turns_during(work: Awaitable[object], done: list[int]) -> list[int]:
+    """Await ``work`` while another task counts its turns: how many items were ``done`` at
+    each of them."""
     turns: list[int] = []
-    done: list[int] = []
 
     async def other() -> None:
         while True:
             turns.append(len(done))
             await asyncio.sleep(0)
 
+    task = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    try:
+        await work
+    finally:
+        task.cancel()
+    return turns
+
+
+async def test_paced_maps_in_order_and_lets_other_tasks_run_between_slices() -> None:
+    assert await paced(lambda x: x * 2, range(5)) == [0, 2, 4, 6, 8]
+    done: list[int] = []
+
     def slow(x: int) -> int:
         time.sleep(SLICE / 4)  # ten of them take more than two slices
         done.append(x)
         return x
 
-    task = asyncio.create_task(other())
-    await asyncio.sleep(0)
-    try:
-        assert await paced(slow, range(10)) == list(range(10))
-    finally:
-        task.cancel()
+    turns = await turns_during(paced(slow, range(10)), done)
+    assert done == list(range(10))
     assert any(0 < n < 10 for n in turns)  # it ran while the map was under way
 
 
@@ -58,24 +67,13 @@ async def test_in_slices_hands_out_consecutive_slices_and_lets_other_tasks_run()
     seen: list[list[int]] = []
     await in_slices(lambda part: seen.append(list(part)), list(range(7)), size=3)
     assert seen == [[0, 1, 2], [3, 4, 5], [6]]
-    turns: list[int] = []
     done: list[int] = []
-
-    async def other() -> None:
-        while True:
-            turns.append(len(done))
-            await asyncio.sleep(0)
 
     def slow(part: Sequence[int]) -> None:
         time.sleep(SLICE / 2)  # ten slices take five time slices
         done.extend(part)
 
-    task = asyncio.create_task(other())
-    await asyncio.sleep(0)
-    try:
-        await in_slices(slow, list(range(20)), size=2)
-    finally:
-        task.cancel()
+    turns = await turns_during(in_slices(slow, list(range(20)), size=2), done)
     assert done == list(range(20))
     assert any(0 < n < 20 for n in turns)  # it ran while the slices were under way
 
