@@ -36,7 +36,7 @@ import math
 import sys
 import time
 from collections import ChainMap
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .cluster.links import LinkError, RemoteError
@@ -91,6 +91,7 @@ from .planner import (
     foreign_starts,
     owned_elsewhere,
     start_target,
+    strays,
     synchronized,
 )
 from .policies import Mode, Strategies, is_spec_aware
@@ -98,6 +99,7 @@ from .process import NO_STATE, Arrival, Call
 from .registry import Change, Delta, Entry, Registry, Snapshot
 from .spec import ChildSpec
 from .supervisor import Backoff, Leftover, RemovalKind
+from .tuning import gc_advice
 from .wire import (
     delta_to_wire,
     dumps,
@@ -198,6 +200,8 @@ class Coordinator:
         self._unsubscribe: Any = None
         # planning state
         self._dirty: set[str] = set()
+        #: local copies to check after a view change: planned if :func:`~hub.planner.strays`
+        self._check_local: set[str] = set()
         self._orphans: set[str] = set()
         self._busy: dict[str, float] = {}
         self._in_transit: dict[str, float] = {}
@@ -221,6 +225,7 @@ class Coordinator:
         self._left: dict[str, tuple[float, str]] = {}  # name -> when it left here, its boot
         self._expire_at = 0.0
         self._full = True
+        self._gc_advised = False
         self._sweep = RollingSweep(SWEEP)  # the rolling reconciliation
         self._slicing = False  # a plan is under way, slice by slice
         self._moving = asyncio.Semaphore(max(1, self.migration.max_concurrent))
@@ -420,9 +425,10 @@ class Coordinator:
         await hooks.dispatch(Hook.POST_CLUSTER_LEAVE, name)
 
     def _replan_local(self, affected: Iterable[str]) -> None:
-        """Plan again what a change of the view can affect: the local children, the orphans
-        and ``affected``."""
-        self._dirty.update(self.runtime.child_ids())
+        """Plan again what a change of the view can affect: the local children that are not
+        on an owner now (checked as they are planned, see ``plan_now``), the orphans and
+        ``affected``."""
+        self._check_local.update(self.runtime.child_ids())
         self._dirty.update(self._orphans)
         self._dirty.update(affected)
         self._wake.set()
@@ -736,13 +742,17 @@ class Coordinator:
         loop = asyncio.get_running_loop()
         if self._rumoured:
             self._rumours_end(loop.time())
+        recheck: list[str] = []
         if self._full:
             self._full = False
             self._sweep.restart()
             candidates = {*self.desired.ids(), *self.runtime.child_ids()}
             self._dirty.clear()
+            self._check_local.clear()
         else:
             candidates, self._dirty = self._dirty, set()
+            recheck = [cid for cid in self._check_local if cid not in candidates]
+            self._check_local.clear()
         now = loop.time()
         deferred = self._deferred
         while deferred and deferred[0][0] <= now:  # decisions that were put off until now
@@ -755,13 +765,13 @@ class Coordinator:
                     self._dirty.add(cid)
         ids = list(candidates)
         wake_at: float | None = None
-        self._slicing = len(ids) > PLAN_SLICE  # not synchronized while slices remain
+        self._slicing = len(ids) + len(recheck) > PLAN_SLICE  # not synchronized meanwhile
         try:
-            for i in range(0, len(ids), PLAN_SLICE):
-                if i:
+            for n, part in enumerate(self._slices(ids, recheck)):
+                if n:
                     await asyncio.sleep(0)  # membership probes and frames get their turn
                     now = loop.time()
-                due = self._plan_slice(ids[i : i + PLAN_SLICE], now)
+                due = self._plan_slice(part, now)
                 if due is not None:
                     wake_at = due if wake_at is None else min(wake_at, due)
         finally:
@@ -770,6 +780,14 @@ class Coordinator:
             if due is not None and (wake_at is None or due < wake_at):
                 wake_at = due
         return wake_at
+
+    def _slices(self, ids: list[str], recheck: list[str]) -> Iterator[list[str]]:
+        """``ids`` by :data:`PLAN_SLICE`, then the :func:`~hub.planner.strays` among
+        ``recheck`` (the local copies after a view change), looked up slice by slice."""
+        for i in range(0, len(ids), PLAN_SLICE):
+            yield ids[i : i + PLAN_SLICE]
+        for i in range(0, len(recheck), PLAN_SLICE):
+            yield strays(self.node, recheck[i : i + PLAN_SLICE], self.owners)
 
     def _rumours_end(self, now: float) -> None:
         """Rumours of ``rumour_time`` ago are over: the children they held back are planned."""
@@ -2316,7 +2334,14 @@ class Coordinator:
         self._check_synchronized()
 
     def _check_synchronized(self) -> None:
-        if not self._sync_pending or self.unsynced or self._busy or self._dirty or self._slicing:
+        if (
+            not self._sync_pending
+            or self.unsynced
+            or self._busy
+            or self._dirty
+            or self._check_local
+            or self._slicing
+        ):
             return
         if synchronized(self._state(), self._peer_state, self.members, self.node):
             self._sync_pending = False
@@ -2339,6 +2364,7 @@ class Coordinator:
                 announce_at = now + interval
                 self._send_state(list(self.members))
                 self._check_synchronized()
+                self._advise_gc()
                 for cid in self.desired.collect(time.time()):
                     self._dirty.add(cid)
                 self.messenger.tick()
@@ -2355,6 +2381,15 @@ class Coordinator:
             if now >= reconcile_at:
                 reconcile_at = now + self.reconcile_interval
                 self._sweep_next()
+
+    def _advise_gc(self) -> None:
+        """Warn once if the registry grew large with the collector's default thresholds."""
+        if self._gc_advised:
+            return
+        advice = gc_advice(sum(len(p.entries) for p in self.registry.partitions.values()))
+        if advice is not None:
+            self._gc_advised = True
+            logger.warning("hub %s: %s", self.hub_id, advice)
 
     # -- frames from peers ---------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ __all__ = [
     "foreign_starts",
     "owned_elsewhere",
     "start_target",
+    "strays",
     "synchronized",
 ]
 
@@ -360,6 +361,17 @@ def owned_elsewhere(me: str, owners: Sequence[str]) -> bool:
     stays.) It decides :func:`foreign_starts`, and whether a hot move's new copy that waited
     in vain for its state runs here."""
     return bool(owners) and me not in owners
+
+
+def strays(me: str, local: Iterable[str], owners_of: Placement) -> list[str]:
+    """The local copies (``local``: child ids) that a change of the view (members, draining,
+    pins, a peer synchronized) can ask something of: those :func:`owned_elsewhere`. A copy on
+    one of its owners, or with no owner at all, stays whatever else the view says
+    (:meth:`Planner.plan`); the rest of its decision reads its record, its local state and
+    the quorum lock, whose changes plan it themselves. So planning only these after a view
+    change gives the same actions as planning every local copy, for a fraction of the cost
+    (a node that runs 30,000 children replans a few)."""
+    return [cid for cid in local if owned_elsewhere(me, owners_of(cid))]
 
 
 def foreign_starts(me: str, starting: Iterable[str], owners_of: Placement) -> list[str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import gc
 import logging
 
-__all__ = ["GC_THRESHOLDS", "tune_gc"]
+__all__ = ["ADVISE_AT", "GC_THRESHOLDS", "gc_advice", "tune_gc"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,27 @@ logger = logging.getLogger(__name__)
 #: (10,000, 10, 1,000)), and a full one at most every 10,000 middle ones (10^8 allocations)
 #: instead of whenever the heap grew by a quarter (10.4 s)
 GC_THRESHOLDS = (1_000, 10, 10_000)
+
+
+#: a cluster node whose registry holds this many entries with a full-collection threshold of at
+#: most :data:`DEFAULT_FULL` (Python's is 10) logs :func:`gc_advice` once
+ADVISE_AT = 20_000
+DEFAULT_FULL = 10
+
+
+def gc_advice(entries: int) -> str | None:
+    """The warning a cluster node logs once when its registry holds ``entries`` (at least
+    :data:`ADVISE_AT`) while the collector runs full collections as often as Python's
+    default thresholds make it; ``None`` otherwise (a small registry, raised thresholds, or
+    the collector disabled)."""
+    if entries < ADVISE_AT or not gc.isenabled() or gc.get_threshold()[2] > DEFAULT_FULL:
+        return None
+    return (
+        f"the registry holds {entries:,} entries with the garbage collector thresholds "
+        f"{gc.get_threshold()}: its full collections can pause this node long enough for its "
+        "peers to declare it failed and start its children again elsewhere; call "
+        "hub.tune_gc() early in main() (docs/operations.md, 'Large hubs')"
+    )
 
 
 def tune_gc(thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> tuple[int, int, int]:

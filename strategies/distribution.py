@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from bisect import bisect
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from hashlib import md5
 from typing import Any, Final
 
 from uhashring import HashRing  # type: ignore[import-untyped]
@@ -25,6 +24,11 @@ from hub.events import Hook
 from hub.hooks import HookHandler, HookManager
 
 from .base import DistributionStrategy, check_choice, check_int, check_node
+
+try:  # CPython's own md5: half of OpenSSL's per-call cost on a short key (the same digest)
+    from _md5 import md5  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # a build without it (some distributions' FIPS builds)
+    from hashlib import md5
 
 __all__ = ["ConsistentHashing", "Guided"]
 

@@ -508,3 +508,30 @@ async def test_a_snapshot_no_newer_than_the_partition_held_is_not_decoded(nodes:
         await b.coordinator._apply_snapshot_part(payload)
     assert decoded == [3]
     assert sorted(b.runtime.registry.partitions["a"].entries) == sorted(ids)
+
+
+async def test_a_node_whose_registry_grows_large_on_default_gc_thresholds_warns_once(
+    nodes: Nodes, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``hub.tuning.gc_advice`` is logged once per hub, in an anti-entropy round, once the
+    registry holds ``ADVISE_AT`` entries (lowered here) while the thresholds are Python's."""
+    monkeypatch.setattr("hub.tuning.ADVISE_AT", 20)
+    saved = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+
+    def advised() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "call hub.tune_gc()" in r.getMessage()]
+
+    try:
+        hubs = [await nodes.add(n) for n in ("a", "b")]
+        with caplog.at_level("WARNING", logger="hub.coordinator"):
+            await start_all(hubs[0], counters(30))
+            await wait_until(lambda: len(advised()) == 2, timeout=DEADLINE)
+            for hub in hubs:  # more rounds
+                assert hub.coordinator is not None
+                hub.coordinator._advise_gc()
+    finally:
+        gc.set_threshold(*saved)
+    assert len(advised()) == 2  # one per hub
+    counts = [int(m.split("registry holds ")[1].split(" ")[0]) for m in advised()]
+    assert all(20 <= c <= 30 for c in counts), advised()

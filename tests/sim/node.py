@@ -65,6 +65,7 @@ from hub.planner import (
     foreign_starts,
     owned_elsewhere,
     start_target,
+    strays,
 )
 from hub.registry import Change, Delta, Entry, Registry, Snapshot
 from hub.spec import ChildSpec
@@ -168,6 +169,7 @@ class SimNode:
         self._tags: dict[str, str] = {}
         # planning
         self.dirty: set[str] = set()
+        self.recheck: set[str] = set()  # local copies after a view change (``strays``)
         self.orphans: set[str] = set()
         self.busy: dict[str, float] = {}
         self.in_transit: dict[str, float] = {}
@@ -307,7 +309,7 @@ class SimNode:
         self._cancel_foreign_starts()
         for peer in self.members:  # tell the members at once (``_rumours``)
             self._send_state(peer)
-        self.dirty.update(self.children)
+        self.recheck.update(self.children)
         self.dirty.update(self.orphans)
         self.dirty.update(affected)
         self.wake()
@@ -646,6 +648,8 @@ class SimNode:
             self.dirty.clear()
         else:
             due, self.dirty = self.dirty, set()
+            due.update(strays(self.name, sorted(self.recheck - due), self.owners))
+        self.recheck.clear()
         deferred = self.deferred
         while deferred and deferred[0][0] <= now:  # decisions that were put off until now
             due.add(heapq.heappop(deferred)[1])
@@ -1500,7 +1504,7 @@ class SimNode:
         if peer in self.unsynced:
             self.unsynced.discard(peer)
             self._version += 1
-            self.dirty.update(self.children)
+            self.recheck.update(self.children)
             self.dirty.update(self.orphans)
             self.wake()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 from hub.desired import BURIED, LIVE, STOPPED, DesiredTable, Record
@@ -19,6 +20,7 @@ from hub.planner import (
     foreign_starts,
     owned_elsewhere,
     start_target,
+    strays,
     synchronized,
 )
 from hub.spec import ChildSpec
@@ -356,6 +358,46 @@ def test_a_copy_is_owned_elsewhere_only_when_an_owner_exists_and_is_another_node
     assert owned_elsewhere("a", ["b"])
     assert not owned_elsewhere("a", ["b", "a"])
     assert not owned_elsewhere("a", [])  # every live node drains: a local copy stays
+
+
+def test_the_strays_are_the_local_copies_owned_elsewhere() -> None:
+    owners = {"x": ["a"], "y": ["b"], "z": ["b", "a"], "w": []}
+    assert strays("a", ["x", "y", "z", "w"], lambda cid: owners[cid]) == ["y"]
+
+
+def test_a_local_copy_that_is_no_stray_gets_the_same_actions_whatever_the_view() -> None:
+    """Why the shell replans only :func:`strays` after a view change: for the other local
+    copies the plan reads the record, the local state and the lock, never the members,
+    draining, unsynced peers, settle time or the copies elsewhere."""
+    rng = random.Random(7)
+    peers = ["b", "c", "d"]
+    for _ in range(500):
+        cid = "x"
+        own = rng.choice([["a"], ["a", "b"], ["b", "a"], []])
+        mine = {
+            cid: LocalChild(rng.choice([1, 2]), rng.choice(["running", "starting", "stopping"]))
+        }
+        desired = table(record(cid, epoch=rng.choice([1, 2]), status=rng.choice([LIVE, STOPPED])))
+        planner = Planner(replication_factor=rng.choice([1, 2]), hot_moves=rng.random() < 0.5)
+        placed = owners({cid: own})
+        assert strays("a", [cid], placed) == []
+        base = planner.plan(view("a"), placed, desired, Running({}), mine, [cid], now=1.0)
+        live = rng.sample(peers, rng.randint(0, 3))
+        other = View(
+            "a",
+            frozenset(["a", *live]),
+            draining=frozenset(rng.sample(live, rng.randint(0, len(live)))),
+            unsynced=frozenset(rng.sample(live, rng.randint(0, len(live)))),
+            settle_at=rng.choice([0.0, 5.0]),
+            starts_after=rng.choice([0.0, 5.0]),
+        )
+        running = Running({cid: [(n, rng.choice([1, 2])) for n in rng.sample(live, len(live))]})
+        plan = planner.plan(other, placed, desired, running, mine, [cid], now=1.0)
+        assert (plan.actions, plan.orphans, plan.deferred) == (
+            base.actions,
+            base.orphans,
+            base.deferred,
+        )
 
 
 def test_catching_up_until_both_hold_the_same_partitions_by_node_and_boot() -> None:

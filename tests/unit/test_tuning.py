@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from hub import tune_gc
-from hub.tuning import GC_THRESHOLDS
+from hub.tuning import ADVISE_AT, GC_THRESHOLDS, gc_advice
 
 
 @pytest.fixture
@@ -39,3 +39,26 @@ def test_tune_gc_refuses_thresholds_that_are_not_three_positive_integers(
     with pytest.raises(ValueError, match="three positive integers"):
         tune_gc(bad)  # type: ignore[arg-type]
     assert gc.get_threshold() == before
+
+
+def test_gc_advice_names_the_entries_and_the_fix_only_for_a_large_registry_on_default_thresholds(
+    thresholds: None,
+) -> None:
+    gc.set_threshold(700, 10, 10)
+    assert gc_advice(ADVISE_AT - 1) is None
+    advice = gc_advice(100_000)
+    assert advice is not None
+    assert "100,000 entries" in advice
+    assert "(700, 10, 10)" in advice
+    assert "tune_gc()" in advice
+    tune_gc()
+    assert gc_advice(100_000) is None
+
+
+def test_gc_advice_is_silent_while_the_collector_is_disabled(thresholds: None) -> None:
+    gc.set_threshold(700, 10, 10)
+    gc.disable()
+    try:
+        assert gc_advice(100_000) is None
+    finally:
+        gc.enable()
