@@ -221,6 +221,8 @@ class Coordinator:
             1 + config.suspicion_mult * config.suspicion_max_timeout_mult
         )
         self._rumoured: dict[str, float] = {}  # name -> until (``_rumours``)
+        #: the members each peer listed in its last anti-entropy state (``_rumours``)
+        self._peer_members: dict[str, frozenset[tuple[str, str]]] = {}
         self._rumours_over: set[str] = set()  # rumoured once: not again until it joins or leaves
         self._left: dict[str, tuple[float, str]] = {}  # name -> when it left here, its boot
         self._expire_at = 0.0
@@ -405,6 +407,10 @@ class Coordinator:
         self.unsynced.discard(name)
         self._behind.discard(name)
         self._peer_state.pop(name, None)
+        self._peer_members.pop(name, None)
+        for peer, listed in self._peer_members.items():  # a failure they have not seen
+            self._rumours(peer, listed, now)
+        self._end_unlisted_rumours()
         self._differing.pop(name, None)
         self._lagging.pop(name, None)
         self._parts.pop(name, None)
@@ -833,6 +839,7 @@ class Coordinator:
         starts: list[Start] = []
         stops: dict[str, list[str]] = {}
         moves: dict[str, list[str]] = {}
+        conflicts: list[Conflict] = []
         planned = self.planned
         for action in plan.actions:
             kind = type(action).__name__
@@ -844,17 +851,20 @@ class Coordinator:
             elif isinstance(action, Move):
                 moves.setdefault(action.target, []).append(action.child_id)
             elif isinstance(action, Conflict):
-                logger.warning(
-                    "hub %s: %s also runs on %s; stopping the copy here",
-                    self.hub_id,
-                    action.child_id,
-                    action.winner,
-                )
+                conflicts.append(action)
                 self.runtime.events.emit(
                     Hook.CHILD_CONFLICT, ChildConflict(action.child_id, action.winner, action.loser)
                 )
             elif isinstance(action, Bury):
                 self._bury(action)
+        if conflicts:  # one line per plan (a node that was declared failed may have thousands)
+            logger.warning(
+                "hub %s: %d children also run elsewhere; stopping the copies here: %s%s",
+                self.hub_id,
+                len(conflicts),
+                ", ".join(f"{c.child_id} (on {c.winner})" for c in conflicts[:5]),
+                ", ..." if len(conflicts) > 5 else "",
+            )
         runtime = self.runtime
         if starts:
             for action in starts:
@@ -2261,27 +2271,54 @@ class Coordinator:
         for peer in peers:
             self.runtime.own(self._send(peer, "state", payload), f"state:{peer}")
 
-    def _rumours(self, peer: str, members: Any, now: float) -> None:
-        """Members (``[name, boot]``) a peer lists that this node does not know (and did not
-        see that boot leave within ``rumour_time``) count as unsynced until this node knows
-        them, for ``rumour_time`` at most, once per name until it joins or leaves: a joiner
-        that a peer lists already (a new boot of a node that just left, too) may run, or be
-        about to run, children this node cannot see yet."""
-        if not isinstance(members, list):
-            return
-        for member in members:
-            if not (isinstance(member, list) and len(member) == 2):
-                continue
-            name, boot = member
-            if not isinstance(name, str) or name == self.node or name in self.members:
+    def _rumours(self, peer: str, members: Iterable[tuple[str, str]], now: float) -> None:
+        """Members (``(name, boot)``) a peer lists that this node does not know count as
+        unsynced (no start here) until this node knows them, or no live peer lists them any
+        more (``_end_unlisted_rumours``), for ``rumour_time`` at most, once per name until it
+        joins or leaves:
+
+        - a joiner that a peer lists already (a new boot of a node that just left, too) may
+          run, or be about to run, children this node cannot see yet;
+        - a node that failed here lately and that a peer still lists may only be slow: its
+          peers hear from it, it refutes the suspicion and is back within the detection
+          period, still running its children. Its children are restarted here once every
+          live peer stopped listing it (a real failure: they detect it too, a moment later).
+
+        A boot that left gracefully lately is no rumour: the peer has not noticed yet."""
+        for name, boot in members:
+            if name == self.node or name in self.members:
                 continue
             if name in self._rumoured or name in self._rumours_over:
                 continue  # rumoured once already: it may never show here
             left = self._left.get(name)
-            if left is not None and now - left[0] <= self.rumour_time and left[1] == boot:
-                continue  # that boot left (or died) lately: the peer has not noticed yet
-            logger.info("hub %s: %s lists %s, not known here yet", self.hub_id, peer, name)
+            lately = left is not None and now - left[0] <= self.rumour_time and left[1] == boot
+            if lately and name not in self._failed:
+                continue
+            if lately:
+                logger.info(
+                    "hub %s: %s still lists %s, which failed here: its children wait for the "
+                    "peers to agree (%.1f s at most)",
+                    self.hub_id,
+                    peer,
+                    name,
+                    self.rumour_time,
+                )
+            else:
+                logger.info("hub %s: %s lists %s, not known here yet", self.hub_id, peer, name)
             self._rumoured[name] = now + self.rumour_time
+
+    def _end_unlisted_rumours(self) -> None:
+        """Rumours of members no live peer lists any more are over: the children they held
+        back are planned."""
+        listed = {name for members in self._peer_members.values() for name, _ in members}
+        over = [name for name in self._rumoured if name not in listed]
+        for name in over:
+            del self._rumoured[name]
+            self._rumours_over.add(name)
+            logger.info("hub %s: no live peer lists %s any more", self.hub_id, name)
+        if over:
+            self._dirty.update(self._orphans)
+            self._wake.set()
 
     async def _on_state(self, peer: NodeId, payload: Any) -> None:
         """A peer's registry version and desired digests: catch up on its partition if ours
@@ -2291,7 +2328,10 @@ class Coordinator:
         name = peer.name
         now = asyncio.get_running_loop().time()
         if rest and self.members.get(name) == boot:
-            self._rumours(name, rest[0], now)
+            listed = _members_from_wire(rest[0])
+            self._peer_members[name] = listed
+            self._rumours(name, listed, now)
+            self._end_unlisted_rumours()
         part = self.registry.partitions.get(name)
         held_version = part.version if part is not None and part.boot_id == boot else None
         current = self.registry.holds(name, boot, version)
@@ -2542,6 +2582,17 @@ class Coordinator:
     async def call(self, node: str, target: str | Pid, message: Any, timeout: float) -> Any:
         wire = target.to_wire() if isinstance(target, Pid) else target
         return await self._request(node, "call", [wire, message, timeout], timeout=timeout)
+
+
+def _members_from_wire(data: Any) -> frozenset[tuple[str, str]]:
+    """A peer's member list (``[[name, boot], ...]``), without what is malformed."""
+    if not isinstance(data, list):
+        return frozenset()
+    return frozenset(
+        (m[0], m[1])
+        for m in data
+        if isinstance(m, list) and len(m) == 2 and isinstance(m[0], str) and isinstance(m[1], str)
+    )
 
 
 class _LocalView:

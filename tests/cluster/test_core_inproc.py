@@ -535,3 +535,32 @@ async def test_a_node_whose_registry_grows_large_on_default_gc_thresholds_warns_
     assert len(advised()) == 2  # one per hub
     counts = [int(m.split("registry holds ")[1].split(" ")[0]) for m in advised()]
     assert all(20 <= c <= 30 for c in counts), advised()
+
+
+async def test_a_failure_one_node_saw_while_its_peers_list_the_node_restarts_nothing(
+    nodes: Nodes,
+) -> None:
+    """A node that one member declares failed while the others still hear from it (a long
+    pause of its event loop, the member's own slowness) is a rumour on that member: it
+    restarts none of the node's children while a peer lists the node, and when the node is
+    back in its view, nothing was started and nothing ran twice. (Here a's failure detector
+    is bypassed: its coordinator is told c failed, then that c is back.)"""
+    a, _, _ = [await nodes.add(n) for n in ("a", "b", "c")]
+    ids = await start_all(a, counters(90))
+    await nodes.exactly_once(ids)
+    coordinator = a.coordinator
+    assert coordinator is not None
+    await wait_until(lambda: "b" in coordinator._peer_members, timeout=DEADLINE)  # b's state
+    boot = coordinator.members["c"]
+    on_c = {cid for cid in ids if [n for n, _ in a.lookup(cid)] == ["c"]}
+    assert on_c
+    started = sum(len(d) for d in nodes.of("a", Hook.PROCESS_STARTUPS))
+    local = sorted(cid for cid, _ in a.process_list("local"))
+    await coordinator._topology.put(("fail", "c", boot))
+    await wait_until(lambda: "c" in a.unsynced_peers(), timeout=DEADLINE)  # b lists c
+    await wait_until(lambda: bool(on_c & coordinator._orphans), timeout=DEADLINE)  # planned
+    assert sorted(cid for cid, _ in a.process_list("local")) == local
+    await coordinator._topology.put(("join", "c", boot))
+    await nodes.exactly_once(ids)
+    assert sum(len(d) for d in nodes.of("a", Hook.PROCESS_STARTUPS)) == started
+    assert all(nodes.of(n, Hook.CHILD_CONFLICT) == [] for n in ("a", "b", "c"))

@@ -119,7 +119,10 @@ async def test_a_graceful_leave_hands_children_over_without_two_copies(nodes: No
     assert doubles == []
 
 
-async def test_a_partition_that_heals_ends_without_duplicates(nodes: Nodes) -> None:
+async def test_a_partition_that_heals_ends_without_duplicates(
+    nodes: Nodes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("WARNING", logger="hub.coordinator")
     for name in ("a", "b"):
         await nodes.add(name)
     ids = {f"c{i}" for i in range(60)}
@@ -138,6 +141,10 @@ async def test_a_partition_that_heals_ends_without_duplicates(nodes: Nodes) -> N
     assert sorted(c.child_id for c in conflicts()) == sorted(ids)
     for c in conflicts():
         assert c.winner == owner(nodes, c.child_id) != c.loser
+    # one line per plan, not per child: the counts add up to the conflicts
+    lines = [r.getMessage() for r in caplog.records if "also run elsewhere" in r.getMessage()]
+    assert sum(int(m.split(": ")[1].split(" ")[0]) for m in lines) == len(conflicts())
+    assert len(lines) < len(conflicts())
 
 
 async def test_a_crash_restarts_in_place_and_every_node_sees_the_new_pid(nodes: Nodes) -> None:

@@ -79,7 +79,7 @@ class Membership:
                 if name == subject or not observer.alive:
                     continue
                 delay = lo + (hi - lo) * rng.random()
-                observer.later(delay, self._look, observer, subject)
+                observer.later(delay, self._look, observer, subject, how)
 
     def joined(self, node: SimNode) -> None:
         """A new incarnation looks at every other node (its seeds' member lists)."""
@@ -96,10 +96,10 @@ class Membership:
                 node.later(first, self._look, node, name)
         self.changed([node.name], "notice", after=first)
 
-    def _look(self, observer: SimNode, subject: str) -> None:
+    def _look(self, observer: SimNode, subject: str, how: str = "notice") -> None:
         seen = self.truth(observer.name, subject)
         if seen != self.believed(observer, subject):
-            observer.topology(subject, seen)
+            observer.topology(subject, seen, left=how == "leave")
 
     def disagreements(self) -> list[str]:
         """Where some live observer's view differs from the truth (empty: all agree)."""

@@ -179,6 +179,8 @@ class SimNode:
         self.expected: set[str] = set()
         self.deferred: list[tuple[float, str]] = []  # heap: (due, child id) put off until due
         self.rumoured: dict[str, float] = {}  # name -> until (``_rumours``)
+        self.peer_members: dict[str, set[tuple[str, str]]] = {}  # what each peer listed last
+        self.failed: set[str] = set()  # names that failed here (not left) since they joined
         self.rumours_over: set[str] = set()  # rumoured once: not again until it joins or leaves
         self.left: dict[str, tuple[float, str]] = {}  # name -> when it left, its boot
         self.full = True
@@ -250,18 +252,19 @@ class SimNode:
 
     # -- membership (``_follow_topology``, ``_leave``) -----------------------------------------
 
-    def topology(self, name: str, seen: tuple[str, bool] | None) -> None:
-        """The failure detector reports ``name`` as ``(boot, draining)`` or gone (``None``)."""
+    def topology(self, name: str, seen: tuple[str, bool] | None, left: bool = False) -> None:
+        """The failure detector reports ``name`` as ``(boot, draining)`` or gone (``None``:
+        ``left`` gracefully, or failed)."""
         if self.cluster.trace:
             self.cluster.note(f"{self.name} sees {name} as {seen}")
         known = self.members.get(name)
         if seen is None:
             if known is not None:
-                self._leave(name)
+                self._leave(name, failed=not left)
             return
         boot, drains = seen
         if known is not None and known != boot:
-            self._leave(name)  # a new boot: the old one is gone
+            self._leave(name, failed=False)  # a new boot: the old one is gone
             known = None
         if known is None:
             self._join(name, boot)
@@ -282,11 +285,18 @@ class SimNode:
         self._send_ended(name)  # (its state went with ``_topology_changed``)
         self.rumoured.pop(name, None)
         self.rumours_over.discard(name)
+        self.failed.discard(name)
 
-    def _leave(self, name: str) -> None:
+    def _leave(self, name: str, failed: bool) -> None:
         boot = self.members.pop(name)  # PRE_CLUSTER_LEAVE (the ring) and the leave
         self.left[name] = (self.sched.now, boot)
         self.rumours_over.discard(name)
+        if failed:
+            self.failed.add(name)
+        self.peer_members.pop(name, None)
+        for listed in list(self.peer_members.values()):  # a failure they have not seen
+            self._rumours(listed)
+        self._end_unlisted_rumours()
         self.draining.discard(name)
         self._version += 1  # the ring and the owners changed (``owners`` reads them again)
         self.unsynced.discard(name)
@@ -1526,9 +1536,10 @@ class SimNode:
         self.later(self.cfg.reconcile_interval, self._reconcile)
 
     def _rumours(self, members: Iterable[tuple[str, str]]) -> None:
-        """Members a peer's state lists that this node does not know (and did not see that
-        boot leave within the detection period) count as unsynced until it knows them, for a
-        detection period at most, once per name until it joins or leaves."""
+        """Members a peer's state lists that this node does not know count as unsynced until
+        it knows them or no live peer lists them (``_end_unlisted_rumours``), for a detection
+        period at most, once per name until it joins or leaves; a boot that left gracefully
+        within the detection period is no rumour (one that failed is)."""
         now = self.sched.now
         horizon = self.cfg.detect[1]
         for name, boot in members:
@@ -1537,11 +1548,24 @@ class SimNode:
             if name in self.rumours_over:  # rumoured once already: it may never show here
                 continue
             left = self.left.get(name)
-            if left is not None and now - left[0] <= horizon and left[1] == boot:
-                continue  # it left (or died) lately: the peer has not noticed yet
-            self.rumoured[name] = now + horizon
+            lately = left is not None and now - left[0] <= horizon and left[1] == boot
+            if lately and name not in self.failed:
+                continue  # it left gracefully lately: the peer has not noticed yet
+            self.rumoured[name] = now + horizon  # a joiner, or a failure the peer has not seen
             self._version += 1
             self.later(horizon, self._rumour_over)
+
+    def _end_unlisted_rumours(self) -> None:
+        """``_end_unlisted_rumours``: no live peer lists it any more."""
+        listed = {name for names in self.peer_members.values() for name, _ in names}
+        over = [name for name in self.rumoured if name not in listed]
+        for name in over:
+            del self.rumoured[name]
+            self.rumours_over.add(name)
+        if over:
+            self._version += 1
+            self.dirty.update(self.orphans)
+            self.wake()
 
     def _rumour_over(self) -> None:
         self.wake()
@@ -1650,7 +1674,9 @@ class SimNode:
         if not member and kind in ("delta", "records", "snapshot"):
             return  # a stranger (not a member yet, or an old boot): its partition comes later
         if frame.members and member:
+            self.peer_members[src] = set(frame.members)
             self._rumours(frame.members)
+            self._end_unlisted_rumours()
         if kind == "delta":
             self._on_delta(src, frame.payload)
         elif kind == "records":
