@@ -108,6 +108,7 @@ from .wire import (
     error_from_wire,
     error_to_wire,
     loads,
+    members_from_wire,
     pid_from_wire,
     record_from_wire,
     state_from_wire,
@@ -2328,7 +2329,7 @@ class Coordinator:
         name = peer.name
         now = asyncio.get_running_loop().time()
         if rest and self.members.get(name) == boot:
-            listed = _members_from_wire(rest[0])
+            listed = members_from_wire(rest[0])
             self._peer_members[name] = listed
             self._rumours(name, listed, now)
             self._end_unlisted_rumours()
@@ -2582,17 +2583,6 @@ class Coordinator:
     async def call(self, node: str, target: str | Pid, message: Any, timeout: float) -> Any:
         wire = target.to_wire() if isinstance(target, Pid) else target
         return await self._request(node, "call", [wire, message, timeout], timeout=timeout)
-
-
-def _members_from_wire(data: Any) -> frozenset[tuple[str, str]]:
-    """A peer's member list (``[[name, boot], ...]``), without what is malformed."""
-    if not isinstance(data, list):
-        return frozenset()
-    return frozenset(
-        (m[0], m[1])
-        for m in data
-        if isinstance(m, list) and len(m) == 2 and isinstance(m[0], str) and isinstance(m[1], str)
-    )
 
 
 class _LocalView:

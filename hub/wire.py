@@ -36,6 +36,7 @@ __all__ = [
     "error_from_wire",
     "error_to_wire",
     "loads",
+    "members_from_wire",
     "pid_from_wire",
     "record_from_wire",
     "state_from_wire",
@@ -119,6 +120,18 @@ def delta_to_wire(delta: Delta, ops: list[list[Any]]) -> list[Any]:
     """``delta`` with its ``ops`` in wire form (``[child_id, entry wire or reason]``, encoded
     by the caller: the entries carry the writer's records)."""
     return [delta.node, delta.boot_id, delta.base, delta.version, ops]
+
+
+def members_from_wire(data: Any) -> frozenset[tuple[str, str]]:
+    """A peer's member list (``[[name, boot], ...]`` in its anti-entropy state), without the
+    items that are malformed."""
+    if not isinstance(data, list):
+        return frozenset()
+    return frozenset(
+        (m[0], m[1])
+        for m in data
+        if isinstance(m, list) and len(m) == 2 and isinstance(m[0], str) and isinstance(m[1], str)
+    )
 
 
 def state_to_wire(state: tuple[Any, int]) -> list[Any]:

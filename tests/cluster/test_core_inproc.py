@@ -30,6 +30,7 @@ from hub import (
 )
 from hub.desired import LIVE, Record
 from hub.registry import Entry
+from hub.wire import members_from_wire
 from strategies import ConsistentHashing, Guided
 from tests import procs
 from tests.cluster.inproc import DEADLINE, Nodes, owned
@@ -249,18 +250,19 @@ async def test_a_member_that_a_peer_lists_counts_as_unsynced_for_a_while(nodes: 
     assert coordinator.rumour_time == 5.0  # the local preset: 0.2 s probes, 4 x 6 suspicion
     now = asyncio.get_running_loop().time()
     members = [["a", "?"], ["b", "?"], ["c", old_boot], ["x", "1"], [7, "1"], "y", ["z"]]
-    coordinator._rumours("a", members, now)  # c left lately; 7, y and z are no members
-    coordinator._rumours("a", "x", now)  # not a list: ignored
+    # c left gracefully lately; 7, y and z are malformed
+    coordinator._rumours("a", members_from_wire(members), now)
+    coordinator._rumours("a", members_from_wire("x"), now)  # not a list: nothing
     assert b.unsynced_peers() == ["x"]
     assert "x" in coordinator.view().unsynced
-    coordinator._rumours("a", [["c", "a-new-boot"]], now)  # c restarted and rejoined there
+    coordinator._rumours("a", {("c", "a-new-boot")}, now)  # c restarted and rejoined there
     assert b.unsynced_peers() == ["c", "x"]
     over = now + coordinator.rumour_time
     coordinator._rumours_end(over - 0.001)
     assert b.unsynced_peers() == ["c", "x"]
     coordinator._rumours_end(over)
     assert b.unsynced_peers() == []
-    coordinator._rumours("a", [["x", "1"]], over)  # rumoured once already
+    coordinator._rumours("a", {("x", "1")}, over)  # rumoured once already
     assert b.unsynced_peers() == []
     assert a.unsynced_peers() == []
 
