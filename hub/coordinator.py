@@ -1924,11 +1924,13 @@ class Coordinator:
         if not peers:
             return
         links = self.endpoint.links
-        try:  # each frame packed once for every peer
-            frames = [(kind, links.pack(self.hub_id, kind, payload)) for kind, payload in frames]
-            snapshot_frames = [
-                (kind, links.pack(self.hub_id, kind, payload)) for kind, payload in snapshot_frames
-            ]
+
+        def pack(frame: tuple[str, Any]) -> tuple[str, Any]:
+            return frame[0], links.pack(self.hub_id, frame[0], frame[1])
+
+        try:  # each frame packed once for every peer (paced: queueing them then never waits)
+            frames = await paced(pack, frames)
+            snapshot_frames = await paced(pack, snapshot_frames)
         except HubError as exc:  # not msgpack data: a bug; the peers catch up by snapshot
             logger.error("hub %s: registry frames could not be packed: %s", self.hub_id, exc)
             self._behind.update(peers)

@@ -56,8 +56,9 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024
 #: queued frames are merged into one websocket message up to this size (a larger frame goes
 #: alone): the receiver decodes a message in one go, so this bounds how long that takes
 MERGE_BYTES = 256 * 1024
-#: a sender that queued a frame at least this large gives the event loop a turn (packing it
-#: took a while, and a sender of many such frames would otherwise never yield)
+#: a sender that queued a frame at least this large, packed by :meth:`_Link.send`, gives the
+#: event loop a turn (packing it took a while, and a sender of many such frames would
+#: otherwise never yield); a :class:`Packed` frame was packed, and paced, by its caller
 YIELD_BYTES = 64 * 1024
 ONEWAY, REQUEST, RESPONSE, BATCH = 0, 1, 2, 3
 MAX_OUTBOX = 10_000  # frames queued on one link before senders wait for the writer
@@ -181,7 +182,7 @@ class _Link:
             await self._drained.wait()
             if self.closed:
                 raise LinkError(f"link to {self.peer.name} broke")
-        elif len(data) >= YIELD_BYTES:
+        elif len(data) >= YIELD_BYTES and data is not frame:
             await asyncio.sleep(0)
 
     async def _write(self) -> None:
