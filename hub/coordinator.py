@@ -134,6 +134,8 @@ STALE_SNAPSHOT = 5.0  # seconds a partly received snapshot may wait for its othe
 #: we ask for a snapshot (its deltas may still be on the way; a gap is asked for at once)
 BEHIND_GRACE = 2.0
 MAX_EARLY_DELTAS = 1_000  # delta frames of a peer kept while its snapshot arrives
+#: seconds at most that moves to a node that joined wait for it to load the registry
+LOAD_HOLD = 30.0
 SYNC_INTERVAL = 0.1  # anti-entropy period while a topology change is not yet synchronized
 MAX_SNAPSHOT_PARTS = 10_000
 FAILED_MEMORY = 3600.0  # seconds a failed member still counts as known (for quorum)
@@ -222,6 +224,7 @@ class Coordinator:
             1 + config.suspicion_mult * config.suspicion_max_timeout_mult
         )
         self._rumoured: dict[str, float] = {}  # name -> until (``_rumours``)
+        self._loading: dict[str, float] = {}  # joiners loading the registry -> until
         #: the members each peer listed in its last anti-entropy state (``_rumours``)
         self._peer_members: dict[str, frozenset[tuple[str, str]]] = {}
         self._rumours_over: set[str] = set()  # rumoured once: not again until it joins or leaves
@@ -374,6 +377,7 @@ class Coordinator:
                 self._rumoured.pop(name, None)
                 self._rumours_over.discard(name)
                 self._peer_state.pop(name, None)
+                self._loading[name] = asyncio.get_running_loop().time() + LOAD_HOLD
                 logger.info("hub %s: node %s joined (boot %s)", self.hub_id, name, boot[:8])
                 await hooks.dispatch(Hook.PRE_NODES_REDISTRIBUTION, Redistribution("nodeup", name))
                 self._topology_changed(())
@@ -409,6 +413,7 @@ class Coordinator:
         self._behind.discard(name)
         self._peer_state.pop(name, None)
         self._peer_members.pop(name, None)
+        self._loading.pop(name, None)
         for peer, listed in self._peer_members.items():  # a failure they have not seen
             self._rumours(peer, listed, now)
         self._end_unlisted_rumours()
@@ -572,7 +577,16 @@ class Coordinator:
         unsynced = frozenset([*self.unsynced, *self._rumoured])
         # just unlocked: the nodes that failed may be coming back with their children
         starts_after = self._unlocked_at + self._unlock_hold if self._failed else 0.0
-        return View(self.node, live, draining, unsynced, self.locked, settle_at, starts_after)
+        return View(
+            self.node,
+            live,
+            draining,
+            unsynced,
+            self.locked,
+            settle_at,
+            starts_after,
+            frozenset(self._loading),
+        )
 
     def running_on(self, child_id: str) -> list[tuple[str, int]]:
         """``(node, epoch)`` of the current boots of live members that run ``child_id``."""
@@ -749,6 +763,8 @@ class Coordinator:
         loop = asyncio.get_running_loop()
         if self._rumoured:
             self._rumours_end(loop.time())
+        for name in [n for n, until in self._loading.items() if until <= loop.time()]:
+            self._loaded(name, f"still loading after {LOAD_HOLD:.0f} s")
         recheck: list[str] = []
         if self._full:
             self._full = False
@@ -783,7 +799,11 @@ class Coordinator:
                     wake_at = due if wake_at is None else min(wake_at, due)
         finally:
             self._slicing = False
-        for due in (self._deferred[0][0] if self._deferred else None, *self._rumoured.values()):
+        for due in (
+            self._deferred[0][0] if self._deferred else None,
+            *self._rumoured.values(),
+            *self._loading.values(),
+        ):
             if due is not None and (wake_at is None or due < wake_at):
                 wake_at = due
         return wake_at
@@ -795,6 +815,12 @@ class Coordinator:
             yield ids[i : i + PLAN_SLICE]
         for i in range(0, len(recheck), PLAN_SLICE):
             yield strays(self.node, recheck[i : i + PLAN_SLICE], self.owners)
+
+    def _loaded(self, name: str, why: str) -> None:
+        """Moves to ``name`` (a joiner) wait no longer: the local copies it owns are planned."""
+        del self._loading[name]
+        logger.info("hub %s: children move to %s now (%s)", self.hub_id, name, why)
+        self._replan_local(())
 
     def _rumours_end(self, now: float) -> None:
         """Rumours of ``rumour_time`` ago are over: the children they held back are planned."""
@@ -2228,6 +2254,18 @@ class Coordinator:
             self.unsynced.discard(peer)
             self._registry_changed.set()  # a start request may wait for it
             self._replan_local(())
+            if not self.unsynced:  # loaded: a peer that holds moves to this node learns it
+                self._send_state(list(self.members))
+            self._check_loaded()
+
+    def _check_loaded(self) -> None:
+        """Joiners whose last anti-entropy state shows the partitions this node holds (by
+        node and boot) have loaded the registry: children move to them now."""
+        own = self._versions()
+        for name in list(self._loading):
+            state = self._peer_state.get(name)
+            if state is not None and not catching_up(state[0], own):
+                self._loaded(name, "it holds the registry")
 
     def _ask_snapshot(self, peer: str) -> None:
         """Catch up on ``peer``'s partition in a task of its own: a frame handler that waited
@@ -2374,6 +2412,8 @@ class Coordinator:
             for i in range(0, len(records), self.chunk):
                 await self._send(name, "records", records[i : i + self.chunk])
         self._peer_state[name] = peer_state
+        if name in self._loading and self.members.get(name) == boot:
+            self._check_loaded()
         self._check_synchronized()
 
     def _check_synchronized(self) -> None:

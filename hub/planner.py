@@ -84,6 +84,10 @@ class View:
     #: failover starts wait until then (the shell sets it right after quorum is regained,
     #: while nodes that failed may still be coming back with the children they run)
     starts_after: float = 0.0
+    #: live peers that joined lately and are still loading the registry (their anti-entropy
+    #: state lacks partitions this node holds): moves to them wait, so that a joiner first
+    #: loads, then receives its children, instead of both at once
+    loading: frozenset[str] = frozenset()
 
 
 class LocalChild(NamedTuple):
@@ -288,6 +292,8 @@ class Planner:
             target = missing[rank]
             if target in view.unsynced:
                 return  # it may run there already: decide once its registry is known
+            if target in view.loading:
+                return  # it moves once the target has loaded the registry
             plan.actions.append(Move(cid, target, self.hot_moves))
             return
         if arrived is not None and arrived > now:

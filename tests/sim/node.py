@@ -46,7 +46,15 @@ from operator import ne
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
-from hub.coordinator import LEAVE_TIMEOUT, MAX_HOPS, MIGRATION_BATCH, MOVE_WINDOW, STABLE_DIFF
+from hub.coordinator import (
+    LEAVE_TIMEOUT,
+    LOAD_HOLD,
+    MAX_HOPS,
+    MIGRATION_BATCH,
+    MOVE_WINDOW,
+    STABLE_DIFF,
+    SYNC_INTERVAL,
+)
 from hub.desired import BURIED, LIVE, STOPPED, DesiredTable, Record
 from hub.errors import AlreadyStarted, HubError, NodeUnreachable, NotFound, StartFailed, Timeout
 from hub.pid import Pid
@@ -179,6 +187,9 @@ class SimNode:
         self.expected: set[str] = set()
         self.deferred: list[tuple[float, str]] = []  # heap: (due, child id) put off until due
         self.rumoured: dict[str, float] = {}  # name -> until (``_rumours``)
+        self.loading: dict[str, float] = {}  # joiners loading the registry -> until
+        self.peer_versions: dict[str, Any] = {}  # the partitions each peer's last state showed
+        self.answering: set[str] = set()  # peers this node sends its state to shortly
         self.peer_members: dict[str, set[tuple[str, str]]] = {}  # what each peer listed last
         self.failed: set[str] = set()  # names that failed here (not left) since they joined
         self.rumours_over: set[str] = set()  # rumoured once: not again until it joins or leaves
@@ -277,6 +288,8 @@ class SimNode:
 
     def _join(self, name: str, boot: str) -> None:
         self.members[name] = boot  # PRE_CLUSTER_JOIN (the ring changes first) and the join
+        self.loading[name] = self.sched.now + LOAD_HOLD
+        self.later(LOAD_HOLD, self._load_over, name, boot)
         self.unsynced.add(name)
         self._topology_changed(())
         self.behind.add(name)  # it gets our partition, and we ask for its own
@@ -294,6 +307,8 @@ class SimNode:
         if failed:
             self.failed.add(name)
         self.peer_members.pop(name, None)
+        self.loading.pop(name, None)
+        self.peer_versions.pop(name, None)
         for listed in list(self.peer_members.values()):  # a failure they have not seen
             self._rumours(listed)
         self._end_unlisted_rumours()
@@ -370,7 +385,15 @@ class SimNode:
             unsynced = frozenset([*self.unsynced, *self.rumoured])
             settle_at = self._changed_at + self.cfg.settle_time
             draining = frozenset(self.draining_now())
-            self._view = View(self.name, live, draining, unsynced, False, settle_at)
+            self._view = View(
+                self.name,
+                live,
+                draining,
+                unsynced,
+                False,
+                settle_at,
+                loading=frozenset(self.loading),
+            )
         return self._view
 
     def running_on(self, child_id: str) -> list[tuple[str, int]]:
@@ -1517,6 +1540,18 @@ class SimNode:
             self.recheck.update(self.children)
             self.dirty.update(self.orphans)
             self.wake()
+            if not self.unsynced:  # loaded: tell the peers that hold moves to this node
+                for member in list(self.members):
+                    self._send_state(member)
+            self._check_loaded()
+
+    def _check_loaded(self) -> None:
+        """``_check_loaded``: joiners whose last state shows the partitions held here."""
+        own = self._versions()
+        for name in list(self.loading):
+            versions = self.peer_versions.get(name)
+            if versions is not None and not catching_up(versions, own):
+                self._loaded(name)
 
     def _catch_up(self, peer: str) -> None:
         if peer in self.catching:
@@ -1580,8 +1615,33 @@ class SimNode:
         state = (local.boot_id, local.version, self.desired.digests(), self._versions())
         self._send(peer, "state", state)
 
+    def _answer_state(self, name: str) -> None:
+        self.answering.discard(name)
+        self._send_state(name)
+
+    def _load_over(self, name: str, boot: str) -> None:
+        if name in self.loading and self.members.get(name) == boot:
+            self._loaded(name)
+
+    def _loaded(self, name: str) -> None:
+        """``_loaded``: moves to ``name`` wait no longer."""
+        del self.loading[name]
+        self._version += 1
+        self.recheck.update(self.children)
+        self.dirty.update(self.orphans)
+        self.wake()
+
     def _on_state(self, name: str, payload: Any) -> None:
         boot, version, digests, versions = payload
+        if self.members.get(name) == boot:
+            self.peer_versions[name] = versions
+            if name in self.loading:
+                self._check_loaded()
+            if catching_up(versions, self._versions()) and name not in self.answering:
+                # the shell's anti-entropy rounds every SYNC_INTERVAL while a topology change
+                # is not synchronized, here toward a peer whose partitions differ
+                self.answering.add(name)
+                self.later(SYNC_INTERVAL, self._answer_state, name)
         part = self.registry.partitions.get(name)
         current = part is not None and part.boot_id == boot and part.version >= version
         if current and self.members.get(name) == boot:

@@ -143,6 +143,23 @@ def test_no_move_toward_a_peer_whose_registry_is_not_synced() -> None:
     assert plan.actions == []
 
 
+def test_no_move_toward_a_joiner_still_loading_the_registry_but_its_orphans_start() -> None:
+    local = {"c": LocalChild(1, "running")}
+    held = Planner().plan(
+        view("a", "b", loading=frozenset({"b"})),
+        owners({"c": ["b"], "d": ["a"]}),
+        table(record("c"), record("d")),
+        Running({}),
+        local,
+        ["c", "d"],
+    )
+    assert held.actions == [Start("d", record("d"), "failover", "active")]
+    moved = Planner().plan(
+        view("a", "b"), owners({"c": ["b"]}), table(record("c")), Running({}), local, ["c"]
+    )
+    assert moved.actions == [Move("c", "b", False)]
+
+
 def test_no_orphan_start_while_a_peer_is_unsynced() -> None:
     plan = Planner().plan(
         view("b", "a", unsynced=frozenset({"a"})),
@@ -390,6 +407,7 @@ def test_a_local_copy_that_is_no_stray_gets_the_same_actions_whatever_the_view()
             unsynced=frozenset(rng.sample(live, rng.randint(0, len(live)))),
             settle_at=rng.choice([0.0, 5.0]),
             starts_after=rng.choice([0.0, 5.0]),
+            loading=frozenset(rng.sample(live, rng.randint(0, len(live)))),
         )
         running = Running({cid: [(n, rng.choice([1, 2])) for n in rng.sample(live, len(live))]})
         plan = planner.plan(other, placed, desired, running, mine, [cid], now=1.0)
