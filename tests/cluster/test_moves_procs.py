@@ -70,11 +70,14 @@ async def test_the_target_killed_mid_handover_leaves_the_old_copies_running_with
     await bump(nodes[0], ids)
     before = await cluster.exactly_once(nodes, ids)
     starts_before = await cluster.startups(nodes)
+    moving = {c for c in ids if owner(["n0", "n1", "n2"], c) == "n2"}
     joiner = await cluster.add("n2", hub=HUB, migration="hot:30")
-    await joiner.wait_for(lambda e: e["ev"] == "slow_init", timeout=DEADLINE)
+    for cid in moving:  # every source began its move (each once the joiner loaded)
+        await joiner.wait_for(
+            lambda e, cid=cid: e["ev"] == "slow_init" and e["id"] == cid, timeout=DEADLINE
+        )
     joiner.signal(signal.SIGKILL)
     await joiner.kill()
-    moving = {c for c in ids if owner(["n0", "n1", "n2"], c) == "n2"}
     failed: set[str] = set()
     for node in nodes:
         for cid in moving:
