@@ -86,7 +86,7 @@ class View:
     starts_after: float = 0.0
     #: live peers that joined lately and are still loading the registry (their anti-entropy
     #: state lacks partitions this node holds): moves to them wait, so that a joiner first
-    #: loads, then receives its children, instead of both at once
+    #: loads, then receives its children, instead of both at once (unless this node drains)
     loading: frozenset[str] = frozenset()
 
 
@@ -292,8 +292,9 @@ class Planner:
             target = missing[rank]
             if target in view.unsynced:
                 return  # it may run there already: decide once its registry is known
-            if target in view.loading:
-                return  # it moves once the target has loaded the registry
+            if target in view.loading and me not in view.draining:
+                return  # it moves once the target has loaded the registry (a node that
+                # drains or leaves does not wait: its children must go)
             plan.actions.append(Move(cid, target, self.hot_moves))
             return
         if arrived is not None and arrived > now:

@@ -158,6 +158,15 @@ def test_no_move_toward_a_joiner_still_loading_the_registry_but_its_orphans_star
         view("a", "b"), owners({"c": ["b"]}), table(record("c")), Running({}), local, ["c"]
     )
     assert moved.actions == [Move("c", "b", False)]
+    leaving = Planner().plan(
+        view("a", "b", loading=frozenset({"b"}), draining=frozenset({"a"})),
+        owners({"c": ["b"]}),
+        table(record("c")),
+        Running({}),
+        local,
+        ["c"],
+    )
+    assert leaving.actions == [Move("c", "b", False)]  # a draining node does not wait
 
 
 def test_no_orphan_start_while_a_peer_is_unsynced() -> None:
