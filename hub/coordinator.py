@@ -794,7 +794,7 @@ class Coordinator:
                 if n:
                     await asyncio.sleep(0)  # membership probes and frames get their turn
                     now = loop.time()
-                due = self._plan_slice(part, now)
+                due = self._plan_slice(part, now) if part else None
                 if due is not None:
                     wake_at = due if wake_at is None else min(wake_at, due)
         finally:
@@ -810,7 +810,8 @@ class Coordinator:
 
     def _slices(self, ids: list[str], recheck: list[str]) -> Iterator[list[str]]:
         """``ids`` by :data:`PLAN_SLICE`, then the :func:`~hub.planner.strays` among
-        ``recheck`` (the local copies after a view change), looked up slice by slice."""
+        ``recheck`` (the local copies after a view change), looked up slice by slice (an
+        empty one still gives the event loop its turn)."""
         for i in range(0, len(ids), PLAN_SLICE):
             yield ids[i : i + PLAN_SLICE]
         for i in range(0, len(recheck), PLAN_SLICE):

@@ -1,10 +1,12 @@
 """Planner and replica benchmarks (pure code, one process, no network).
 
 1. Planning one topology change: a 4th node joins a 3-node hub holding N children. One node
-   plans the candidates the shell gives it on a topology change (its own children and the
-   orphans); the moves it plans are the children that change owner. Measured at N = 10,000
-   and 100,000: the time per planned move stays flat as N grows, i.e. the cost grows with the
-   children that change owner, not with the cluster's total.
+   does what the shell does on a topology change: it looks up which of its own children are
+   not on an owner any more (``planner.strays``: a placement lookup each) and plans those
+   (and the orphans: none here); the moves it plans are the children that change owner.
+   Measured at N = 10,000 and 100,000: the time per planned move stays flat as N grows, i.e.
+   the cost grows with the children that change owner (and a lookup per local child), not
+   with the cluster's total.
 2. Memory per registry entry on a node that does not run the child: N entries decoded from
    the wire as a peer's snapshot (desired record + registry entry, as the coordinator does),
    measured with tracemalloc and as an RSS delta, against the same process before.
@@ -33,7 +35,7 @@ from common import write_report  # noqa: E402
 
 from hub.desired import DesiredTable, Record  # noqa: E402
 from hub.pid import Pid  # noqa: E402
-from hub.planner import LocalChild, Move, Planner, View  # noqa: E402
+from hub.planner import LocalChild, Move, Planner, View, strays  # noqa: E402
 from hub.registry import Entry, Registry, Snapshot  # noqa: E402
 from hub.spec import ChildSpec  # noqa: E402
 from hub.wire import entry_from_wire, entry_to_wire  # noqa: E402
@@ -84,8 +86,8 @@ def bench_join(n: int, repeats: int) -> dict[str, Any]:
     times = []
     moves = 0
     for _ in range(repeats):
-        candidates = list(local)  # what the shell passes: local children (+ orphans: none)
         t0 = time.perf_counter()
+        candidates = strays("n0", local, ring.belongs_to)  # as the shell (+ orphans: none)
         plan = planner.plan(view, ring.belongs_to, desired, running, local, candidates)
         times.append(time.perf_counter() - t0)
         moves = sum(isinstance(a, Move) for a in plan.actions)
@@ -93,6 +95,7 @@ def bench_join(n: int, repeats: int) -> dict[str, Any]:
     return {
         "children": n,
         "examined": len(local),
+        "planned": len(candidates),
         "moves": moves,
         "plan_s_best": best,
         "plan_s_median": statistics.median(times),

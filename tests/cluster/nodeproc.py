@@ -285,9 +285,9 @@ async def watch(
     time, a turn of the event loop apart, sees the moment late on a busy node (0.4-0.5 s after
     the last change, measured at the end of a 100,000-child failover). Every 5 ms it counts the
     entries of the partitions (those of ``without`` aside): only when they are at least as many
-    as ``ids`` does it check every id at once, with set operations on the partitions' keys
-    (tens of milliseconds for 100,000), and after a check that failed, not again within 50 ms
-    (a registry that holds other children too passes the count and fails the check)."""
+    as ``ids`` does it check every id at once, with set operations on the partitions' keys,
+    and after a check that failed, not again within 50 ms (a registry that holds other
+    children too passes the count and fails the check)."""
     count = len(ids)
     partitions = hub.runtime.registry.partitions
     wanted = set(ids)

@@ -566,3 +566,43 @@ async def test_a_failure_one_node_saw_while_its_peers_list_the_node_restarts_not
     await nodes.exactly_once(ids)
     assert sum(len(d) for d in nodes.of("a", Hook.PROCESS_STARTUPS)) == started
     assert all(nodes.of(n, Hook.CHILD_CONFLICT) == [] for n in ("a", "b", "c"))
+
+
+async def test_moves_to_a_joiner_wait_until_it_holds_the_registry_and_go_2_batches_at_a_time(
+    nodes: Nodes, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A joiner gets its children once its state shows the partitions the source holds (not
+    after the 30 s bound), and from each source at most 2 migration batches at a time
+    (``BATCHES_PER_TARGET``): the batches of one plan slice go one after the other, and here
+    about 4 slices (of 100 children instead of 2,000) each move a batch from a and from b."""
+    caplog.set_level("INFO", logger="hub.coordinator")
+    monkeypatch.setattr("hub.coordinator.PLAN_SLICE", 100)
+    hubs = [await nodes.add(n) for n in ("a", "b")]
+    ids = await start_all(hubs[0], counters(1_200))
+    await nodes.exactly_once(ids)
+    in_flight: dict[str, int] = {}
+    most: dict[str, int] = {}
+    while_loading: list[str] = []
+    for hub in hubs:
+        coordinator = hub.coordinator
+        assert coordinator is not None
+        real = coordinator._move_cold
+
+        async def counted(target: str, records: Any, real: Any = real, c: Any = coordinator) -> Any:
+            if target in c._loading:
+                while_loading.append(c.node)
+            in_flight[c.node] = in_flight.get(c.node, 0) + 1
+            most[c.node] = max(most.get(c.node, 0), in_flight[c.node])
+            try:
+                await asyncio.sleep(0.1)  # the batches overlap
+                return await real(target, records)
+            finally:
+                in_flight[c.node] -= 1
+
+        coordinator._move_cold = counted  # type: ignore[method-assign]
+    await nodes.add("c")
+    await nodes.exactly_once(ids, placement=["a", "b", "c"])
+    assert while_loading == []
+    assert most == {"a": 2, "b": 2}
+    held = [r.getMessage() for r in caplog.records if "children move to c now" in r.getMessage()]
+    assert sorted(held) == ["hub orders: children move to c now (it holds the registry)"] * 2

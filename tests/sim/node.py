@@ -334,6 +334,10 @@ class SimNode:
         self._cancel_foreign_starts()
         for peer in self.members:  # tell the members at once (``_rumours``)
             self._send_state(peer)
+        self._replan_local(affected)
+
+    def _replan_local(self, affected: Iterable[str] = ()) -> None:
+        """``_replan_local``: the local copies to check (``strays``), the orphans, ``affected``."""
         self.recheck.update(self.children)
         self.dirty.update(self.orphans)
         self.dirty.update(affected)
@@ -1537,9 +1541,7 @@ class SimNode:
         if peer in self.unsynced:
             self.unsynced.discard(peer)
             self._version += 1
-            self.recheck.update(self.children)
-            self.dirty.update(self.orphans)
-            self.wake()
+            self._replan_local()
             if not self.unsynced:  # loaded: tell the peers that hold moves to this node
                 for member in list(self.members):
                     self._send_state(member)
@@ -1627,9 +1629,7 @@ class SimNode:
         """``_loaded``: moves to ``name`` wait no longer."""
         del self.loading[name]
         self._version += 1
-        self.recheck.update(self.children)
-        self.dirty.update(self.orphans)
-        self.wake()
+        self._replan_local()
 
     def _on_state(self, name: str, payload: Any) -> None:
         boot, version, digests, versions = payload

@@ -132,6 +132,7 @@ sweep of seeds 0-41,999 show no violation.)
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -256,6 +257,21 @@ def until(sim: Cluster, condition: Callable[[], bool], limit: float = 5.0) -> No
     while not condition():
         assert sim.sched.now < end, "the scenario's moment did not come"
         sim.run(0.002)
+
+
+def reaching(
+    seeds: Iterable[int], prepare: Callable[[int], Cluster], moment: Callable[[Cluster], bool]
+) -> Cluster:
+    """The cluster of the first seed whose run (``prepare(seed)``, then on) reaches ``moment``
+    (a scenario's moment may need a lucky order of messages)."""
+    for seed in seeds:
+        sim = prepare(seed)
+        try:
+            until(sim, functools.partial(moment, sim))
+        except AssertionError:
+            continue  # not that moment in this run
+        return sim
+    raise AssertionError("no run reached the scenario's moment")
 
 
 def knows(sim: Cluster, observer: str, subject: str) -> bool:
@@ -749,16 +765,15 @@ def f9_forwarded_start(fixes: frozenset[str]) -> list[str]:
     names = ["n0", "n1"]
     a = pick({frozenset(names): "n1", frozenset([*names, "n2"]): "n2"})
     b = pick({frozenset(names): "n1", frozenset([*names, "n2"]): "n1"})
-    for seed in range(47, 100):  # the first seed whose run reaches the moment
+
+    def prepare(seed: int) -> Cluster:
         sim = cluster(names, seed=seed, fixes=fixes)
         sim.join("n2")
-        try:
-            until(sim, lambda sim=sim: knows(sim, "n1", "n2") and not knows(sim, "n0", "n2"))
-        except AssertionError:
-            continue
-        break
-    else:
-        raise AssertionError("no seed reached the moment")
+        return sim
+
+    sim = reaching(
+        range(47, 100), prepare, lambda sim: knows(sim, "n1", "n2") and not knows(sim, "n0", "n2")
+    )
     sim.start("n0", [*a, *b])  # to n1, which forwards a to n2 and starts b
     sim.run(0.002)
     sim.pause("n2", 8.0)  # no answer: n0 gives up first (tombstones)
@@ -770,20 +785,21 @@ def f10_join_during_a_stop(fixes: frozenset[str]) -> list[str]:
     whose run reaches that moment)."""
     names = ["n0", "n1", "n2"]
     cids = pick({frozenset(names): "n0", frozenset([*names, "n3"]): "n3"}, count=8)
-    for seed in range(1, 30):
+
+    def prepare(seed: int) -> Cluster:
         sim = cluster(names, seed=seed, fixes=fixes)
         sim.ledger.strict_stops = True
         sim.start("n1", cids)
         sim.run(3.0)
         sim.join("n3")
-        try:
-            until(sim, lambda sim=sim: knows(sim, "n0", "n3") and not knows(sim, "n1", "n3"))
-        except AssertionError:
-            continue  # not that moment in this run
-        sim.run(0.01)  # n0 sent n3 its snapshot (live records); n1 does not know n3
-        sim.stop("n1", cids)  # the tombstones go to n0 and n2, not to n3
-        return sim.check()
-    raise AssertionError("no run reached the scenario's moment")
+        return sim
+
+    sim = reaching(
+        range(1, 30), prepare, lambda sim: knows(sim, "n0", "n3") and not knows(sim, "n1", "n3")
+    )
+    sim.run(0.01)  # n0 sent n3 its snapshot (live records); n1 does not know n3
+    sim.stop("n1", cids)  # the tombstones go to n0 and n2, not to n3
+    return sim.check()
 
 
 def f11_replica_bury(fixes: frozenset[str]) -> list[str]:

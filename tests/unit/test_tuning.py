@@ -45,7 +45,9 @@ def test_gc_advice_names_the_entries_and_the_fix_only_for_a_large_registry_on_de
     thresholds: None,
 ) -> None:
     gc.set_threshold(700, 10, 10)
+    assert ADVISE_AT == 20_000  # docs/operations.md
     assert gc_advice(ADVISE_AT - 1) is None
+    assert gc_advice(ADVISE_AT) is not None
     advice = gc_advice(100_000)
     assert advice is not None
     assert "100,000 entries" in advice
