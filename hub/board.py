@@ -96,6 +96,8 @@ MIGRATION_EVENTS = frozenset(
 #: Events that are about something going wrong (shown among "recent errors").
 ERROR_EVENTS = frozenset({Hook.CHILD_CRASHED, Hook.CHILD_BURIED, Hook.MIGRATION_FAILED})
 _TEXT_LIMIT = 200
+#: A payload list longer than this is described when recorded, not kept (:func:`_bulky`).
+_KEPT_ITEMS = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +183,8 @@ class Board:
             self.seq += 1
             buffer = self.events.get(hub_id)
             if buffer is not None:
+                if _bulky(data):  # keep its text, not 100,000 payload items until it rolls out
+                    data = describe(data)
                 buffer.append(Event(self.seq, time.time(), hub_id, event, data))
             for wake in self._listeners:
                 wake()
@@ -434,6 +438,15 @@ def _control_handler(board: Board) -> Any:
 # -- describing payloads -----------------------------------------------------------------------
 
 
+def _bulky(data: Any) -> bool:
+    """Whether a payload holds a list longer than :data:`_KEPT_ITEMS` (at its top level or
+    in a field of a payload named tuple): the board describes it at once instead of keeping
+    it (a start of 100,000 children reports one item per child)."""
+    if isinstance(data, tuple) and hasattr(data, "_fields"):
+        return any(isinstance(v, list | tuple) and len(v) > _KEPT_ITEMS for v in data)
+    return isinstance(data, list | tuple) and len(data) > _KEPT_ITEMS
+
+
 def describe(data: Any, limit: int = _TEXT_LIMIT) -> str:
     """A short, secret-free text for a hook payload: specs by id (never their arguments),
     pids and exceptions as text, long lists cut."""
@@ -449,7 +462,7 @@ def _describe(data: Any, depth: int) -> str:
     if isinstance(data, BaseException):
         message = str(data)
         return f"{type(data).__name__}: {message}" if message else type(data).__name__
-    if isinstance(data, str):
+    if isinstance(data, str):  # a bulky payload's description too
         return data
     if data is None or isinstance(data, bool | int | float):
         return repr(data)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from .errors import CallFailed, MailboxFull, NotDelivered, Timeout
 from .pid import Pid
@@ -348,36 +348,41 @@ class Process:
         the old instance has stopped, before any message."""
 
 
+class Progress(Protocol):
+    """What :func:`serve` reports to the supervisor."""
+
+    def ready(self, ctx: ProcessContext) -> None: ...
+
+    def started(self, ctx: ProcessContext) -> None: ...
+
+
 async def serve(
     proc: Process,
     ctx: ProcessContext,
     args: tuple[Any, ...],
     kwargs: Any,
     arrival: Arrival | None,
-    ready: Any,
-    started: Any,
+    progress: Progress,
 ) -> Any:
-    """Run a :class:`Process` instance: init, then (a moving child) report ``ready(ctx)`` and
-    wait for its ``arrival`` (state, leftover messages), report ``started(ctx)``, then serve the
-    mailbox.
+    """Run a :class:`Process` instance: init, then (a moving child) report
+    ``progress.ready(ctx)`` and wait for its ``arrival`` (state, leftover messages), report
+    ``progress.started(ctx)``, then serve the mailbox.
 
     Returns the exit reason, or a :class:`Handed` when stopped with handover.
     """
     await proc.init(*args, **kwargs)
     if arrival is not None:
-        ready(ctx)
+        progress.ready(ctx)
         messages, state = await arrival.future
         try:
             if state is not NO_STATE:
                 await proc.receive_handover(state)
         finally:  # a failed receive_handover is a crash: the next instance gets the messages
             ctx._release(messages)
-    started(ctx)
-    receive = ctx.receive
-    handle_cast = proc.handle_cast
+    progress.started(ctx)
     try:
-        while True:
-            message = await receive()
+        while True:  # methods looked up per message: kept bound, two objects more per child
+            message = await ctx.receive()
             kind = type(message)
             if kind is Call:
                 try:
@@ -405,7 +410,7 @@ async def serve(
                 await proc.terminate(message.reason)
                 return handed
             else:
-                await handle_cast(message)
+                await proc.handle_cast(message)
     except ProcessExit as exit_:
         await proc.terminate(exit_.reason)
         raise

@@ -132,6 +132,7 @@ class Child:
         "_keep",
         "_leftover",
         "_stop_waiter",
+        "_supervisor",
         "_timer",
         "ctx",
         "is_class",
@@ -144,7 +145,10 @@ class Child:
         "task",
     )
 
-    def __init__(self, spec: ChildSpec, metadata: Mapping[str, Any]) -> None:
+    def __init__(
+        self, supervisor: Supervisor, spec: ChildSpec, metadata: Mapping[str, Any]
+    ) -> None:
+        self._supervisor = supervisor
         self.spec = spec
         self.metadata = metadata
         self.ctx: ProcessContext | None = None
@@ -159,10 +163,32 @@ class Child:
         self._timer: asyncio.TimerHandle | None = None
         self.mode = "active"  # "active" | "passive" (under replication)
         self._keep = False  # moving away: keep the mailbox's casts for the next instance
-        self._leftover: list[Any] = []
+        self._leftover: list[Any] | None = None
 
     def __repr__(self) -> str:
         return f"<Child {self.spec.id!r} {self.state} {self.ctx.pid if self.ctx else None}>"
+
+    # Callbacks of the child's task (methods, not closures: a node runs 100,000 children, and
+    # every object each keeps alive is one more for the garbage collector to scan).
+
+    def ready(self, ctx: ProcessContext) -> None:
+        """A moving class process finished ``init``; it waits for its arrival."""
+        if self.ctx is ctx and self.state == "starting":
+            batch, self._batch = self._batch, None
+            if batch is not None:
+                batch.settle(self.spec.id, ctx.pid)
+
+    def started(self, ctx: ProcessContext) -> None:
+        """A class process finished ``init`` (and its arrival): it serves its mailbox."""
+        if self.ctx is ctx and self.state == "starting" and self._stop_waiter is None:
+            batch, self._batch = self._batch, None
+            self._supervisor._mark_running(self)
+            if batch is not None:
+                batch.settle(self.spec.id, ctx.pid)
+
+    def exited(self, task: asyncio.Task[Any]) -> None:
+        if self.task is task:
+            self._supervisor._on_exit(self, task)
 
 
 class Supervisor:
@@ -227,7 +253,7 @@ class Supervisor:
             elif spec.id in self.children:
                 results[spec.id] = AlreadyStarted(spec.id, self.node)
             else:
-                child = Child(spec, metadata)
+                child = Child(self, spec, metadata)
                 if modes:
                     child.mode = modes.get(spec.id, "active")
                 try:
@@ -294,14 +320,13 @@ class Supervisor:
                 spec.args,
                 spec.kwargs,
                 arrival,
-                self._ready_cb(child),
-                self._started_cb(child),
+                child,
             )
         else:
             coro = target(ctx, *spec.args, **spec.kwargs)
         task = asyncio.get_running_loop().create_task(coro, name=f"child:{spec.id}")
         child.task = task
-        task.add_done_callback(self._exit_cb(child))
+        task.add_done_callback(child.exited)
         if not is_class:
             if batch is not None:
                 batch.results[spec.id] = ctx.pid
@@ -310,25 +335,6 @@ class Supervisor:
             else:  # it runs at once, but its mailbox is held until the old copy is gone
                 ctx._hold()
                 arrival.future.add_done_callback(self._arrived_cb(child, ctx))
-
-    def _ready_cb(self, child: Child) -> Callable[[ProcessContext], None]:
-        def ready(ctx: ProcessContext) -> None:  # init done; the arrival is awaited
-            if child.ctx is ctx and child.state == "starting":
-                batch, child._batch = child._batch, None
-                if batch is not None:
-                    batch.settle(child.spec.id, ctx.pid)
-
-        return ready
-
-    def _started_cb(self, child: Child) -> Callable[[ProcessContext], None]:
-        def started(ctx: ProcessContext) -> None:
-            if child.ctx is ctx and child.state == "starting" and child._stop_waiter is None:
-                batch, child._batch = child._batch, None
-                self._mark_running(child)
-                if batch is not None:
-                    batch.settle(child.spec.id, ctx.pid)
-
-        return started
 
     def _arrived_cb(self, child: Child, ctx: ProcessContext) -> Callable[[Any], None]:
         def arrived(future: asyncio.Future[tuple[list[Any], Any]]) -> None:
@@ -348,13 +354,6 @@ class Supervisor:
         self._listener.child_started(child, restarted)
 
     # -- exits ---------------------------------------------------------------------------------
-
-    def _exit_cb(self, child: Child) -> Callable[[asyncio.Task[Any]], None]:
-        def exited(task: asyncio.Task[Any]) -> None:
-            if child.task is task:
-                self._on_exit(child, task)
-
-        return exited
 
     def _on_exit(self, child: Child, task: asyncio.Task[Any]) -> None:
         child.task = None
@@ -483,7 +482,7 @@ class Supervisor:
             raise NotFound(child_id)
         child._keep = True
         handed = await self.stop(child_id, "migrate", handover=handover)
-        messages, child._leftover = child._leftover, []
+        messages, child._leftover = child._leftover or [], None
         if isinstance(handed, Handed):
             return Leftover(messages, handed.state, handed.error)
         return Leftover(messages, NO_STATE, "")

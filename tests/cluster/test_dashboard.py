@@ -129,6 +129,12 @@ async def test_the_board_listens_through_an_internal_bounded_handler(
         await ha.hooks.dispatch(Hook.CHILD_STOPPED, ChildStopped("x", "normal"))
     assert len(board.recent("orders")) == EVENT_BUFFER
     assert board.recent("orders")[-1].to_json()["text"] == "x normal"
+    # a payload of one item per child (a start of 100,000) is kept as its text only
+    started = [ChildStopped(f"c{i}", "normal") for i in range(1_000)]
+    await ha.hooks.dispatch(Hook.CHILD_STOPPED, started)
+    kept = board.recent("orders")[-1]
+    assert kept.data == "[c0 normal, c1 normal, c2 normal, c3 normal, c4 normal (+995)]"
+    assert kept.to_json()["text"] == kept.data
 
 
 def test_payloads_are_described_without_arguments() -> None:

@@ -1637,7 +1637,7 @@ class SimNode:
             self.peer_versions[name] = versions
             if name in self.loading:
                 self._check_loaded()
-            if catching_up(versions, self._versions()) and name not in self.answering:
+            if name not in self.answering and catching_up(versions, self._versions()):
                 # the shell's anti-entropy rounds every SYNC_INTERVAL while a topology change
                 # is not synchronized, here toward a peer whose partitions differ
                 self.answering.add(name)
