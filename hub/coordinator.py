@@ -36,7 +36,7 @@ import math
 import sys
 import time
 from collections import ChainMap
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .cluster.links import LinkError, RemoteError
@@ -207,6 +207,8 @@ class Coordinator:
         self._check_local: set[str] = set()
         self._orphans: set[str] = set()
         self._busy: dict[str, float] = {}
+        #: busy children the planner passed over: planned when their operation ends
+        self._waited: set[str] = set()
         self._in_transit: dict[str, float] = {}
         self._arrived: dict[str, float] = {}
         self._failures: dict[str, Failures] = {}
@@ -786,6 +788,7 @@ class Coordinator:
                 for cid in [c for c, t in deadlines.items() if t <= now]:
                     del deadlines[cid]
                     self._dirty.add(cid)
+            self._waited.intersection_update(self._busy)
         ids = list(candidates)
         wake_at: float | None = None
         self._slicing = len(ids) + len(recheck) > PLAN_SLICE  # not synchronized meanwhile
@@ -834,6 +837,9 @@ class Coordinator:
 
     def _plan_slice(self, part: list[str], now: float) -> float | None:
         """Plan ``part`` and start executing its actions; returns the planner's wake time."""
+        busy = self._busy
+        if busy:
+            self._waited.update(cid for cid in part if cid in busy)
         plan = self.planner.plan(
             self.view(),
             self.owners,
@@ -916,11 +922,19 @@ class Coordinator:
         self._busy[child_id] = until
         self._parked.pop(child_id, None)
 
-    def _done(self, ids: Iterable[str]) -> None:
+    def _done(self, ids: Iterable[str], settled: Container[str] = ()) -> None:
+        """The operations on ``ids`` ended: they are planned again, except the ``settled``
+        ones (started here as planned) that nothing asked to plan meanwhile: the planner keeps
+        a local copy that runs for its record's epoch on an owner where it is, and anything
+        that could change that marks the child (a record, a registry entry, a view change, a
+        lock), so the planner passed it over while it was busy (``_waited``)."""
+        waited = self._waited
         for cid in ids:
             self._busy.pop(cid, None)
             self._expected.discard(cid)
-            self._dirty.add(cid)
+            if cid not in settled or cid in waited:
+                self._dirty.add(cid)
+            waited.discard(cid)
         self._wake.set()
 
     async def _start_planned(self, starts: list[Start]) -> None:
@@ -936,11 +950,12 @@ class Coordinator:
         modes = {a.child_id: a.mode for a in starts} if self.rf > 1 else None
         ids = [a.child_id for a in starts]
         self._starting.update(ids)
+        results: Mapping[str, Pid | HubError] = {}
         try:
             results = await self.runtime.start(items, self.start_timeout, modes=modes)
         finally:
             self._starting.difference_update(ids)
-            self._done(ids)
+            self._done(ids, {cid for cid, out in results.items() if isinstance(out, Pid)})
         started = failed = 0
         for action in starts:
             outcome = results.get(action.child_id)

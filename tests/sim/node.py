@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import compress, count
@@ -180,6 +180,7 @@ class SimNode:
         self.recheck: set[str] = set()  # local copies after a view change (``strays``)
         self.orphans: set[str] = set()
         self.busy: dict[str, float] = {}
+        self.waited: set[str] = set()  # ``_waited``
         self.in_transit: dict[str, float] = {}
         self.arrived: dict[str, float] = {}
         self.failures: dict[str, Failures] = {}
@@ -697,8 +698,11 @@ class SimNode:
                 for cid in [c for c, t in table.items() if t <= now]:
                     del table[cid]
                     self.dirty.add(cid)
+            self.waited.intersection_update(self.busy)
         if not candidates:  # the planner would return an empty plan
             return deferred[0][0] if deferred else None
+        if self.busy:
+            self.waited.update(cid for cid in candidates if cid in self.busy)
         plan = self.planner.plan(
             self.view(),
             self.owners,
@@ -756,17 +760,21 @@ class SimNode:
         self.busy[cid] = until
         self.parked.pop(cid, None)  # its past deadline would hide ``busy`` from the planner
 
-    def _done(self, ids: Iterable[str]) -> None:
+    def _done(self, ids: Iterable[str], settled: Container[str] = ()) -> None:
+        """``_done``: a ``settled`` start is planned again only if it was passed over."""
         for cid in ids:
             self.busy.pop(cid, None)
             self.expected.discard(cid)
-            self.dirty.add(cid)
+            if cid not in settled or cid in self.waited:
+                self.dirty.add(cid)
+            self.waited.discard(cid)
         self.wake()
 
     def _start_planned(self, starts: list[Start]) -> None:
         def done(results: dict[str, Outcome]) -> None:
             self.starting.difference_update(a.child_id for a in starts)
-            self._done(a.child_id for a in starts)
+            ok = {cid for cid, outcome in results.items() if isinstance(outcome, Pid)}
+            self._done((a.child_id for a in starts), ok)
             for action in starts:
                 outcome = results.get(action.child_id)
                 if isinstance(outcome, Pid | AlreadyStarted):
