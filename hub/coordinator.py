@@ -441,8 +441,10 @@ class Coordinator:
     def _replan_local(self, affected: Iterable[str]) -> None:
         """Plan again what a change of the view can affect: the local children that are not
         on an owner now (checked as they are planned, see ``plan_now``), the orphans and
-        ``affected``."""
+        ``affected``; the busy ones when their operation ends (a child still starting may not
+        be a local copy yet)."""
         self._check_local.update(self.runtime.child_ids())
+        self._waited.update(self._busy)
         self._dirty.update(self._orphans)
         self._dirty.update(affected)
         self._wake.set()
@@ -926,8 +928,8 @@ class Coordinator:
         """The operations on ``ids`` ended: they are planned again, except the ``settled``
         ones (started here as planned) that nothing asked to plan meanwhile: the planner keeps
         a local copy that runs for its record's epoch on an owner where it is, and anything
-        that could change that marks the child (a record, a registry entry, a view change, a
-        lock), so the planner passed it over while it was busy (``_waited``)."""
+        that could change that marks the child (a record or a registry entry: the planner
+        passed it over as busy; a view change or a lock: every busy child), ``_waited``."""
         waited = self._waited
         for cid in ids:
             self._busy.pop(cid, None)

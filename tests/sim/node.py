@@ -340,6 +340,7 @@ class SimNode:
     def _replan_local(self, affected: Iterable[str] = ()) -> None:
         """``_replan_local``: the local copies to check (``strays``), the orphans, ``affected``."""
         self.recheck.update(self.children)
+        self.waited.update(self.busy)
         self.dirty.update(self.orphans)
         self.dirty.update(affected)
         self.wake()
