@@ -249,6 +249,8 @@ class Coordinator:
         #: deltas of a peer that came while its snapshot was arriving (applied after it)
         self._early: dict[str, list[Any]] = {}
         self._peer_state: dict[str, Any] = {}
+        #: peers whose state showed other partitions than ours: they get ours again soon
+        self._answers: dict[str, asyncio.TimerHandle] = {}
         self._differing: dict[str, dict[int, tuple[int, int, float]]] = {}
         self._lagging: dict[str, tuple[int, float]] = {}  # peer -> (announced version, since)
         self._catching: set[str] = set()
@@ -325,6 +327,9 @@ class Coordinator:
         for incoming in self._incoming.values():  # copies waiting for a state: none comes now
             incoming.timer.cancel()
         self._incoming.clear()
+        for answer in self._answers.values():
+            answer.cancel()
+        self._answers.clear()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -2385,7 +2390,8 @@ class Coordinator:
         :data:`STABLE_DIFF` (a difference that changes is records still in flight)."""
         boot, version, digests, state, *rest = payload
         name = peer.name
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         if rest and self.members.get(name) == boot:
             listed = members_from_wire(rest[0])
             self._peer_members[name] = listed
@@ -2430,9 +2436,20 @@ class Coordinator:
             for i in range(0, len(records), self.chunk):
                 await self._send(name, "records", records[i : i + self.chunk])
         self._peer_state[name] = peer_state
-        if name in self._loading and self.members.get(name) == boot:
-            self._check_loaded()
+        if self.members.get(name) == boot:
+            if name in self._loading:
+                self._check_loaded()
+            if name not in self._answers and catching_up(peer_state[0], self._versions()):
+                # one of us lacks a partition the other holds: tell it what we hold once more
+                # after SYNC_INTERVAL (a joiner that synchronized sends its state only every
+                # anti-entropy period, and a peer whose moves wait for it to load needs it)
+                self._answers[name] = loop.call_later(SYNC_INTERVAL, self._answer_state, name)
         self._check_synchronized()
+
+    def _answer_state(self, name: str) -> None:
+        del self._answers[name]
+        if name in self.members and not self.closing:
+            self._send_state([name])
 
     def _check_synchronized(self) -> None:
         if (
