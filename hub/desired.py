@@ -264,6 +264,8 @@ class DesiredTable:
         table changed. A tombstone already past its TTL at ``now`` (wall clock) is ignored."""
         cid = record.spec.id
         old = self._records.get(cid)
+        if old is record:  # a registry entry's record decoded as the one held (the usual case)
+            return False
         if old is not None and record.key() <= old.key():
             return False
         if (
