@@ -1625,7 +1625,10 @@ class Coordinator:
         records = {r.spec.id: r for rs in groups.values() for r in rs}
         for pids in where.values():
             pids.sort()
-        await in_slices(self._learn, [records[cid] for cid in where])
+        # each is in transit until its entry shows here (then it runs elsewhere, or here: a
+        # copy planned when its start ended) or ``start_timeout`` passed (then planned): planning
+        # it now would only find it in transit (100,000 planned for nothing on the requester)
+        await in_slices(functools.partial(self._learn, plan=False), [records[cid] for cid in where])
         for cid, error in failed.items():
             if cid not in where and not isinstance(error, AlreadyStarted):
                 # no owner started it (or the outcome is unknown: no answer): make it "not

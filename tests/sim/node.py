@@ -1049,8 +1049,8 @@ class SimNode:
                 else:
                     failed.setdefault(cid, outcome)
             records = {r.spec.id: r for rs in groups.values() for r in rs}
-            for cid in where:
-                self._learn([records[cid]])
+            for cid in where:  # ``_started``: in transit until its entry shows, not planned
+                self._learn([records[cid]], plan=False)
             for cid, error in failed.items():
                 if cid not in where and not isinstance(error, AlreadyStarted):
                     # no owner started it (or no answer): "not started", everywhere
