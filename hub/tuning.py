@@ -1,11 +1,12 @@
 """Process-wide settings for a service that holds many children.
 
 Python's cyclic garbage collector scans every live container object in a full collection, and
-it runs one each time the heap has grown by a quarter. A node that holds 100,000 children (and
-registry entries for the children of its peers) has a few million such objects: its full
-collections take 0.5-0.9 s, pause the event loop for that long, get the node suspected by its
-peers' failure detectors, and added up to a third of its CPU time while 100,000 children
-started (``scripts/bench/bench_core.py`` reports both settings side by side).
+it runs one each time the heap has grown by a quarter. A node that runs 50,000 children and
+holds registry entries for 100,000 has about 1.1 million such objects (17 per running child, 3
+per entry): its full collections take 0.16-0.23 s each, pause the event loop for that long
+(long enough, a few in a row, to get the node suspected by its peers' failure detectors), and
+took up to 2.8 s of its CPU over a 100,000-child start and failover
+(``scripts/bench/bench_core.py`` reports both settings side by side; ``docs/operations.md``).
 
 :func:`tune_gc` is opt-in because it is process-wide: call it once, early in ``main()``, in a
 service that embeds a hub with tens of thousands of children. ``processhub node`` calls it
