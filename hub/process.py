@@ -381,7 +381,9 @@ async def serve(
             ctx._release(messages)
     progress.started(ctx)
     try:
-        while True:  # methods looked up per message: kept bound, two objects more per child
+        # ctx.receive and proc.handle_cast are looked up per message: kept bound in locals,
+        # they would be two more objects per child for the garbage collector to scan
+        while True:
             message = await ctx.receive()
             kind = type(message)
             if kind is Call:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
@@ -339,8 +340,6 @@ async def test_a_running_child_keeps_few_objects_alive_for_the_garbage_collector
     pays for each one a child keeps alive (17 for a class process waiting for a message: its
     task, coroutines, context, mailbox waiter, the supervisor's and the registry's records;
     30 when the supervisor's callbacks were closures)."""
-    import gc
-
     hub = await Hub("gc", node="n1", host=None).start()  # no recorder: it keeps the payloads
     try:
         n = 500

@@ -1647,8 +1647,8 @@ class SimNode:
             if name in self.loading:
                 self._check_loaded()
             if name not in self.answering and catching_up(versions, self._versions()):
-                # the shell's anti-entropy rounds every SYNC_INTERVAL while a topology change
-                # is not synchronized, here toward a peer whose partitions differ
+                # ``_answer_state``: a peer whose partitions differ gets this node's state
+                # again after SYNC_INTERVAL
                 self.answering.add(name)
                 self.later(SYNC_INTERVAL, self._answer_state, name)
         part = self.registry.partitions.get(name)
