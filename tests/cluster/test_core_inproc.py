@@ -31,7 +31,7 @@ from hub import (
 from hub.desired import LIVE, Record
 from hub.registry import Entry
 from hub.wire import members_from_wire
-from strategies import ConsistentHashing, Guided
+from strategies import ConsistentHashing, Guided, PubSub
 from tests import procs
 from tests.cluster.inproc import DEADLINE, Nodes, owned
 from tests.conftest import wait_until
@@ -606,3 +606,67 @@ async def test_moves_to_a_joiner_wait_until_it_holds_the_registry_and_go_2_batch
     assert most == {"a": 2, "b": 2}
     held = [r.getMessage() for r in caplog.records if "children move to c now" in r.getMessage()]
     assert sorted(held) == ["hub orders: children move to c now (it holds the registry)"] * 2
+
+
+async def test_a_peer_that_handles_a_join_late_gets_the_joiners_state_and_moves_at_once(
+    nodes: Nodes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer that handles a join after the joiner's last anti-entropy state (its membership
+    was late) still moves the joiner's children once it holds the registry: it tells the
+    joiner what it holds, and the joiner, which holds other partitions, answers with its state
+    (``_answer_state``). Without that answer the peer waits for the joiner's next periodic
+    state (60 s here), so only the 30 s bound would end the wait."""
+    caplog.set_level("INFO", logger="hub.coordinator")
+    slow = PubSub(anti_entropy_interval=60.0)
+    a = await nodes.add("a", synchronization=slow)
+    ids = await start_all(a, counters(200))
+    await nodes.exactly_once(ids)
+    coordinator = a.coordinator
+    assert coordinator is not None
+    queue = coordinator._topology
+    real_get = queue.get
+    held: list[str] = []
+
+    async def late_get() -> tuple[str, str, str]:
+        change = await real_get()
+        if change[0] == "join" and change[1] == "c":  # a handles c's join 1 s late
+            held.append(change[1])
+            await asyncio.sleep(1.0)
+        return change
+
+    queue.get = late_get  # type: ignore[method-assign]
+    await nodes.add("c", synchronization=slow)
+    await nodes.exactly_once(ids, placement=["a", "c"])
+    assert held == ["c"]
+    moved = [r.getMessage() for r in caplog.records if "children move to c now" in r.getMessage()]
+    assert moved == ["hub orders: children move to c now (it holds the registry)"]
+
+
+async def test_a_migration_batch_moves_only_to_a_member_that_owns_each_child(
+    nodes: Nodes,
+) -> None:
+    """A batch may wait for its turn (at most 2 in flight to one target) while the view
+    changes: when its turn comes it checks again that the target is a member and owns each
+    child, and moves nothing else (the next plan decides). Here batches planned on an old view
+    run on the current one: toward a node that is no member, and toward a member that owns
+    none of the children."""
+    a, _ = [await nodes.add(n) for n in ("a", "b")]
+    ids = await start_all(a, counters(60))
+    await nodes.exactly_once(ids)
+    coordinator = a.coordinator
+    assert coordinator is not None
+    mine = sorted(cid for cid, _ in a.process_list("local"))
+    assert mine
+    moved: list[str] = []
+    real = coordinator._move_cold
+
+    async def counted(target: str, records: Any) -> Any:
+        moved.extend(records)
+        return await real(target, records)
+
+    coordinator._move_cold = counted  # type: ignore[method-assign]
+    await coordinator._migrate_batch("gone", mine)  # left while the batch waited
+    await coordinator._migrate_batch("b", mine)  # b owns none of them now
+    assert moved == []
+    assert sorted(cid for cid, _ in a.process_list("local")) == mine
+    await nodes.exactly_once(ids)
